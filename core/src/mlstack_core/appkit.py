@@ -1,0 +1,82 @@
+"""The common part of every service's app factory: logging, errors, request ids, metrics, probes, MongoDB."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, current_app, jsonify
+
+from mlstack_core.errors import register_error_handlers
+from mlstack_core.logs import configure_logging
+from mlstack_core.metrics import install_metrics
+from mlstack_core.mongo import MongoProvider
+from mlstack_core.request_id import install_request_id
+from mlstack_core.settings import BaseServiceSettings
+
+logger = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], tuple[bool, str]]
+
+
+def create_base_app(
+    import_name: str, settings: BaseServiceSettings, *, max_body_bytes: int = 1024 * 1024
+) -> Flask:
+    """A Flask app with everything the services share; the service adds its blueprints and checks."""
+    configure_logging(level=settings.log_level, log_dir=settings.log_dir, config_file=settings.log_config)
+    app = Flask(import_name)
+    app.config.update(
+        MLSTACK_SETTINGS=settings,
+        MAX_CONTENT_LENGTH=max_body_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    mongo = MongoProvider(
+        settings.mongo_connection_uri(), settings.mongo_db, timeout_ms=settings.mongo_timeout_ms,
+        app_name=settings.service_name,
+    )
+    app.extensions["mongo"] = mongo
+    app.extensions["readiness"] = {"mongodb": lambda: (mongo.ping(), "ping")}
+    install_request_id(app)
+    register_error_handlers(app)
+    install_metrics(app, settings.service_name)
+    _register_probes(app)
+    logger.info("%s app created", settings.service_name)
+    return app
+
+
+def add_readiness_check(app: Flask, name: str, check: ReadinessCheck) -> None:
+    """Add a dependency check to /ready."""
+    app.extensions["readiness"][name] = check
+
+
+def get_mongo() -> MongoProvider:
+    """The MongoDB provider of the current app."""
+    return current_app.extensions["mongo"]
+
+
+def get_settings() -> Any:
+    """The typed settings of the current app."""
+    return current_app.config["MLSTACK_SETTINGS"]
+
+
+def _register_probes(app: Flask) -> None:
+    @app.get("/health")
+    def health():
+        """Liveness: the process answers."""
+        return jsonify(status="ok", service=get_settings().service_name)
+
+    @app.get("/ready")
+    def ready():
+        """Readiness: every dependency check passes (503 with the failing ones otherwise)."""
+        results = {}
+        for name, check in app.extensions["readiness"].items():
+            try:
+                ok, detail = check()
+            except Exception as exc:
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            results[name] = {"ok": ok, "detail": detail}
+        status = 200 if all(r["ok"] for r in results.values()) else 503
+        return jsonify(ready=status == 200, checks=results), status

@@ -1,0 +1,45 @@
+"""Gunicorn settings and hooks shared by every service; each service's gunicorn.conf.py imports these.
+
+Import this module only from a gunicorn.conf.py: it sets PROMETHEUS_MULTIPROC_DIR before anything imports
+prometheus_client, so every worker writes its samples where /metrics can merge them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+_SERVICE = os.environ.get("SERVICE_NAME", "mlstack")
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", f"/tmp/mlstack-metrics/{_SERVICE}")  # noqa: S108
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+# SIGTERM gives workers this long to finish requests and flush buffered writes before they are killed.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = 5
+accesslog = None  # Nginx logs requests; the app logs what it does
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def on_starting(server) -> None:
+    """Wipe the multiprocess metrics dir: samples of a previous run's workers must not be merged."""
+    path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker) -> None:
+    """Drop a dead worker's live gauges from the merged view."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker) -> None:
+    """Run the app's shutdown callbacks (flush buffers, stop threads) in the exiting worker."""
+    from mlstack_core.lifecycle import run_shutdown_callbacks
+
+    run_shutdown_callbacks()

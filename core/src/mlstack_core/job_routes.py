@@ -1,0 +1,120 @@
+"""HTTP endpoints of a scheduled job, shared by the ETL and training services (and their legacy aliases)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, current_app, jsonify, request, url_for
+
+from mlstack_core.auth import require_admin
+from mlstack_core.errors import ApiError
+from mlstack_core.jobs import JobDefinition, JobRunner, JobService, LeaderElector, parse_schedule
+from mlstack_core.lifecycle import on_shutdown
+
+MAX_WAIT_SECONDS = 120
+
+
+def get_job_service() -> JobService:
+    """The job service of the current app."""
+    return current_app.extensions["job_service"]
+
+
+def _json_body() -> object:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "INVALID_JSON", "Send a JSON body with Content-Type: application/json.")
+    return body
+
+
+def _run_response(record: dict):
+    status = 202 if record["status"] in {"queued", "running"} else 200
+    body = {**record, "status_url": url_for("jobs.run_status", run_id=record["run_id"])}
+    return jsonify(body), status
+
+
+def make_job_blueprint(*, legacy_noun: str, legacy_manual: str) -> Blueprint:
+    """Routes under /jobs/<job> plus the original template's aliases (e.g. /modifyEtlJob/, /manualEtl/)."""
+    bp = Blueprint("jobs", __name__)
+
+    @bp.get("/jobs/<job>")
+    @bp.get(f"/get{legacy_noun}Job/", defaults={"job": None})
+    def get_job(job: str | None):
+        """The job's schedule, pause state and next run time."""
+        service = _checked(job)
+        return jsonify(service.get_job())
+
+    @bp.put("/jobs/<job>")
+    @bp.post(f"/modify{legacy_noun}Job/", defaults={"job": None})
+    @require_admin
+    def modify_job(job: str | None):
+        """Change the schedule: an interval or a cron expression, validated."""
+        service = _checked(job)
+        spec = parse_schedule(_json_body())
+        return jsonify(service.modify(spec))
+
+    @bp.post("/jobs/<job>/pause")
+    @bp.get(f"/pause{legacy_noun}Job/", defaults={"job": None})
+    @require_admin
+    def pause_job(job: str | None):
+        """Pause the schedule."""
+        return jsonify(_checked(job).set_paused(True))
+
+    @bp.post("/jobs/<job>/resume")
+    @bp.get(f"/resume{legacy_noun}Job/", defaults={"job": None})
+    @require_admin
+    def resume_job(job: str | None):
+        """Resume the schedule."""
+        return jsonify(_checked(job).set_paused(False))
+
+    @bp.post("/jobs/<job>/run")
+    @bp.get(f"/manual{legacy_manual}/", defaults={"job": None})
+    @require_admin
+    def run_job(job: str | None):
+        """Queue a run now; answers 202 with its id (``?wait=N`` waits up to N seconds for the result)."""
+        service = _checked(job)
+        wait = request.args.get("wait", "0")
+        try:
+            wait_seconds = float(wait)
+        except ValueError:
+            raise ApiError(400, "INVALID_PARAMETER", "wait must be a number of seconds.") from None
+        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
+            raise ApiError(400, "INVALID_PARAMETER", f"wait must be between 0 and {MAX_WAIT_SECONDS} seconds.")
+        record = service.request_run()
+        if wait_seconds:
+            record = service.wait_for(record["run_id"], wait_seconds) or record
+        return _run_response(record)
+
+    @bp.get("/jobs/runs/<run_id>")
+    def run_status(run_id: str):
+        """A run's status and result."""
+        record = get_job_service().runs.get(run_id)
+        if record is None:
+            raise ApiError(404, "RUN_NOT_FOUND", f"No run with id {run_id!r}.")
+        return _run_response(record)
+
+    return bp
+
+
+def _checked(job: str | None) -> JobService:
+    service = get_job_service()
+    if job is not None and job != service.job.name:
+        raise ApiError(404, "JOB_NOT_FOUND", f"This service has one job: {service.job.name!r}.")
+    return service
+
+
+def install_job(
+    app: Flask, job: JobDefinition, *, legacy_noun: str, legacy_manual: str, run_scheduler: bool
+) -> JobService:
+    """Register the job's routes; with run_scheduler, compete to be the one process that runs it."""
+    settings = app.config["MLSTACK_SETTINGS"]
+    service = JobService(
+        service=settings.service_name, job=job, mongo=app.extensions["mongo"], state_dir=settings.state_dir
+    )
+    app.extensions["job_service"] = service
+    if run_scheduler:
+        runner = JobRunner(service)
+        elector = LeaderElector(settings.state_dir / f"{settings.service_name}.leader.lock", runner.start)
+        app.extensions["job_runner"] = runner
+        app.extensions["leader"] = elector
+        elector.start()
+        on_shutdown(runner.stop)
+    app.register_blueprint(make_job_blueprint(legacy_noun=legacy_noun, legacy_manual=legacy_manual))
+    return service

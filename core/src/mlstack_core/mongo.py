@@ -1,0 +1,86 @@
+"""MongoDB access: one client per process (pymongo is not fork-safe), bounded timeouts everywhere."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+logger = logging.getLogger(__name__)
+
+
+class MongoProvider:
+    """Creates the client lazily in the process that uses it and recreates it after a fork."""
+
+    def __init__(self, uri: str, db_name: str, *, timeout_ms: int = 2000, app_name: str = "mlstack") -> None:
+        self._uri = uri
+        self._db_name = db_name
+        self._timeout_ms = timeout_ms
+        self._app_name = app_name
+        self._client: MongoClient | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def db_name(self) -> str:
+        """Name of the application database."""
+        return self._db_name
+
+    def client(self) -> MongoClient:
+        """The process's client; a forked child gets a fresh one instead of the parent's sockets."""
+        pid = os.getpid()
+        if self._client is None or self._pid != pid:
+            with self._lock:
+                if self._client is None or self._pid != pid:
+                    self._client = MongoClient(
+                        self._uri,
+                        appname=self._app_name,
+                        serverSelectionTimeoutMS=self._timeout_ms,
+                        connectTimeoutMS=self._timeout_ms,
+                        # A stuck query must not hold a worker forever; large reads use their own limits.
+                        socketTimeoutMS=max(self._timeout_ms * 10, 20000),
+                        tz_aware=True,
+                        connect=False,
+                    )
+                    self._pid = pid
+        return self._client
+
+    def db(self) -> Database:
+        """The application database."""
+        return self.client()[self._db_name]
+
+    def ping(self) -> bool:
+        """True when the server answers within the timeout."""
+        try:
+            self.client().admin.command("ping")
+            return True
+        except PyMongoError:
+            return False
+
+    def close(self) -> None:
+        """Close this process's client (safe to call when none was made)."""
+        with self._lock:
+            if self._client is not None and self._pid == os.getpid():
+                self._client.close()
+            self._client = None
+            self._pid = None
+
+
+def public_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """A Mongo document made JSON-friendly (ObjectId and datetimes as strings)."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key == "_id":
+            out["id"] = str(value)
+        elif hasattr(value, "isoformat"):
+            out[key] = value.isoformat()
+        elif type(value).__name__ == "ObjectId":
+            out[key] = str(value)
+        else:
+            out[key] = value
+    return out

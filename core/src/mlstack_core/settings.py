@@ -1,0 +1,121 @@
+"""Typed settings shared by every service, validated once at start-up.
+
+Each service subclasses :class:`BaseServiceSettings` and builds it in its app factory with
+:func:`load_settings`. The original template's environment names (``HOSTDBEXT``, ``PASSWORDDBEXT``...) are
+accepted as aliases so existing ``.env`` files keep working.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote_plus
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people leave in .env files by accident; a stack must never start with them.
+PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "changethis", "secret", "password", "admin", "token", "example", "xxx", "test"}
+)
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+
+class SettingsError(RuntimeError):
+    """Raised when the environment does not describe a valid configuration; names the variables."""
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class BaseServiceSettings(BaseSettings):
+    """Settings every service needs: identity, logging, admin token, MongoDB, local state."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    service_name: str = "service"
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    log_config: Path | None = Field(None, validation_alias=_env("LOG_CONFIG"))
+    log_dir: Path = Field(Path("logs"), validation_alias=_env("LOG_DIR"))
+    state_dir: Path = Field(Path("/tmp/mlstack-state"), validation_alias=_env("STATE_DIR"))  # noqa: S108
+
+    admin_token: SecretStr = Field(validation_alias=_env("ADMIN_TOKEN"))
+
+    mongo_uri: SecretStr | None = Field(None, validation_alias=_env("MONGO_URI"))
+    mongo_host: str = Field("localhost", validation_alias=_env("MONGO_HOST", "HOSTDBEXT"))
+    mongo_port: int = Field(27017, ge=1, le=65535, validation_alias=_env("MONGO_PORT", "PORTDBEXT"))
+    mongo_username: str | None = Field(
+        None, validation_alias=_env("MONGO_USERNAME", "USERNAMEDBEXT", "MONGO_INITDB_ROOT_USERNAME")
+    )
+    mongo_password: SecretStr | None = Field(
+        None, validation_alias=_env("MONGO_PASSWORD", "PASSWORDDBEXT", "MONGO_INITDB_ROOT_PASSWORD")
+    )
+    mongo_db: str = Field("DUMMY", min_length=1, validation_alias=_env("MONGO_DB"))
+    mongo_collection: str = Field("dummy_col_demo", min_length=1, validation_alias=_env("MONGO_COLLECTION"))
+    # Fail fast: a down database must cost seconds, not pymongo's 30 s default server selection.
+    mongo_timeout_ms: int = Field(2000, ge=100, le=60000, validation_alias=_env("MONGO_TIMEOUT_MS"))
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr) -> SecretStr:
+        token = value.get_secret_value()
+        if token.strip().lower() in PLACEHOLDER_SECRETS or len(token) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be a real secret of at least {MIN_ADMIN_TOKEN_LENGTH} characters, not a placeholder "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    @field_validator("mongo_password")
+    @classmethod
+    def _no_placeholder_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("is a placeholder; set the real database password")
+        return value
+
+    def mongo_connection_uri(self) -> str:
+        """The MongoDB URI: MONGO_URI when given, else built from host, port and credentials."""
+        if self.mongo_uri is not None:
+            return self.mongo_uri.get_secret_value()
+        credentials = ""
+        if self.mongo_username and self.mongo_password is not None:
+            credentials = (
+                f"{quote_plus(self.mongo_username)}:{quote_plus(self.mongo_password.get_secret_value())}@"
+            )
+        return f"mongodb://{credentials}{self.mongo_host}:{self.mongo_port}/"
+
+
+S = TypeVar("S", bound=BaseServiceSettings)
+
+# Field name -> the environment variable people should set, for error messages.
+def _variable_name(settings_cls: type[BaseSettings], field: str) -> str:
+    info = settings_cls.model_fields.get(field)
+    alias = getattr(info, "validation_alias", None) if info else None
+    choices = getattr(alias, "choices", None)
+    if choices:
+        return " / ".join(str(c) for c in choices)
+    return field.upper()
+
+
+def load_settings(settings_cls: type[S], overrides: dict[str, Any] | None = None) -> S:
+    """Build settings from the environment (and test overrides), raising SettingsError naming bad variables."""
+    try:
+        return settings_cls(**(overrides or {}))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "missing":
+                message = "is required but not set"
+            problems.append(f"{_variable_name(settings_cls, field)}: {message}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

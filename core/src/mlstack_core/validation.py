@@ -1,0 +1,156 @@
+"""Validation of wine rows, shared by ETL ingest and serving predict (it sits on the hot path: plain Python).
+
+A row is a mapping of the 11 physicochemical features (names as in the public data set, ``fixed acidity``;
+``fixed_acidity`` is accepted too) to finite numbers within :data:`BOUNDS`, plus an optional ``quality``.
+Key order never matters: values are placed by name into the fixed feature order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlstack_core.data.generator import BOUNDS, FEATURES, TARGET
+from mlstack_core.errors import ApiError
+
+MAX_ROWS_PER_REQUEST = 10_000
+
+_CANONICAL: dict[str, str] = {}
+for _name in (*FEATURES, TARGET):
+    _CANONICAL[_name] = _name
+    _CANONICAL[_name.replace(" ", "_")] = _name
+_INDEX = {name: i for i, name in enumerate(FEATURES)}
+_BOUNDS = [BOUNDS[name] for name in FEATURES]
+_QUALITY_BOUNDS = BOUNDS[TARGET]
+
+
+@dataclass
+class ParsedRows:
+    """Validated rows: features in FEATURES order, optional ground-truth quality, per-row errors."""
+
+    features: np.ndarray
+    quality: list[int | None]
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every row is valid."""
+        return not self.errors
+
+
+def _number(value: Any) -> float | None:
+    # bool is an int subclass in Python, but true/false is never a measurement.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def validate_rows(rows: Sequence[Any], *, allow_extra: frozenset[str] = frozenset()) -> ParsedRows:
+    """Check every row, collecting all errors (row index, field, message) instead of stopping at the first."""
+    n = len(rows)
+    out = np.empty((n, len(FEATURES)), dtype=np.float64)
+    quality: list[int | None] = [None] * n
+    errors: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            errors.append({"row": i, "errors": {"_row": "must be an object of feature name -> number"}})
+            continue
+        problems: dict[str, str] = {}
+        seen = 0
+        for key, value in row.items():
+            name = _CANONICAL.get(key)
+            if name is None:
+                if key not in allow_extra:
+                    problems[str(key)] = "unknown field; expected the 11 wine features and optional quality"
+                continue
+            number = _number(value)
+            if name == TARGET:
+                if value is None:
+                    continue
+                if number is None or not number.is_integer():
+                    problems[name] = "must be a whole number"
+                elif not _QUALITY_BOUNDS[0] <= number <= _QUALITY_BOUNDS[1]:
+                    problems[name] = f"must be between {_QUALITY_BOUNDS[0]} and {_QUALITY_BOUNDS[1]}"
+                else:
+                    quality[i] = int(number)
+                continue
+            j = _INDEX[name]
+            seen += 1
+            if number is None:
+                problems[name] = "must be a finite number"
+                continue
+            low, high = _BOUNDS[j]
+            if not low <= number <= high:
+                problems[name] = f"must be between {low} and {high}"
+                continue
+            out[i, j] = number
+        if seen < len(FEATURES):
+            present = {_CANONICAL.get(k) for k in row}
+            for name in FEATURES:
+                if name not in present:
+                    problems[name] = "is required"
+        if problems:
+            errors.append({"row": i, "errors": problems})
+    return ParsedRows(features=out, quality=quality, errors=errors)
+
+
+def extract_rows(payload: Any) -> tuple[list[Any], bool]:
+    """Rows from the accepted JSON shapes; the flag says whether a single row object was sent.
+
+    Accepted: one row object; a list of rows; ``{"rows": [...]}``; MLflow's ``{"dataframe_records": [...]}``
+    and ``{"dataframe_split": {"columns": [...], "data": [[...], ...]}}``.
+    """
+    if isinstance(payload, list):
+        rows, single = payload, False
+    elif isinstance(payload, Mapping):
+        if "dataframe_split" in payload:
+            rows, single = _split_rows(payload["dataframe_split"]), False
+        elif "dataframe_records" in payload:
+            rows, single = payload["dataframe_records"], False
+        elif "rows" in payload:
+            rows, single = payload["rows"], False
+        else:
+            rows, single = [payload], True
+    else:
+        raise ApiError(400, "INVALID_BODY", "Send a JSON object (one row) or a list of row objects.")
+    if not isinstance(rows, list):
+        raise ApiError(400, "INVALID_BODY", "Rows must be a JSON list of objects.")
+    if not rows:
+        raise ApiError(400, "NO_ROWS", "The request contains no rows.")
+    if len(rows) > MAX_ROWS_PER_REQUEST:
+        raise ApiError(413, "TOO_MANY_ROWS", f"At most {MAX_ROWS_PER_REQUEST} rows per request; split the batch.")
+    return rows, single
+
+
+def _split_rows(split: Any) -> list[Any]:
+    if not isinstance(split, Mapping) or not isinstance(split.get("columns"), list) or not isinstance(
+        split.get("data"), list
+    ):
+        raise ApiError(400, "INVALID_BODY", "dataframe_split needs 'columns' (list) and 'data' (list of lists).")
+    columns = split["columns"]
+    rows = []
+    for i, values in enumerate(split["data"]):
+        if not isinstance(values, list) or len(values) != len(columns):
+            raise ApiError(
+                400, "INVALID_BODY", f"dataframe_split data row {i} must be a list of {len(columns)} values."
+            )
+        rows.append(dict(zip(columns, values, strict=True)))
+    return rows
+
+
+def require_valid(parsed: ParsedRows) -> None:
+    """Raise a 422 listing every invalid row; nothing of the request may be used then."""
+    if parsed.errors:
+        shown = parsed.errors[:100]
+        raise ApiError(
+            422,
+            "INVALID_ROWS",
+            f"{len(parsed.errors)} of {len(parsed.quality)} rows are invalid; nothing was stored. "
+            "Fix the listed fields and send the request again.",
+            details={"invalid_rows": shown, "truncated": len(parsed.errors) > len(shown)},
+        )

@@ -1,0 +1,67 @@
+"""HTTP endpoints of the ETL service (jobs come from mlstack_core.job_routes)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from etl import services
+from mlstack_core.appkit import get_mongo, get_settings
+from mlstack_core.auth import require_admin
+from mlstack_core.errors import ApiError
+from mlstack_core.rows import RowsRepository
+from mlstack_core.validation import extract_rows
+
+bp = Blueprint("etl", __name__)
+
+
+def _repo() -> RowsRepository:
+    return RowsRepository(get_mongo().db()[get_settings().mongo_collection])
+
+
+@bp.get("/")
+def index():
+    """What this service is and its endpoints."""
+    settings = get_settings()
+    return jsonify(
+        service="etl",
+        batch_size=settings.etl_batch_size,
+        predict_api=settings.predict_api,
+        endpoints={
+            "POST /ingest": "JSON rows or a CSV upload (admin token); all rows valid or nothing stored",
+            "GET /jobs/etl, GET /getEtlJob/": "the schedule",
+            "PUT /jobs/etl, POST /modifyEtlJob/": "change the schedule (admin token)",
+            "POST /jobs/etl/pause|resume, GET /pauseEtlJob/ /resumeEtlJob/": "pause/resume (admin token)",
+            "POST /jobs/etl/run, GET /manualEtl/": "run now, 202 + run id; ?wait=N waits (admin token)",
+            "GET /jobs/runs/<run_id>": "a run's status",
+            "GET /health, GET /ready, GET /metrics": "probes and Prometheus metrics",
+        },
+    )
+
+
+@bp.post("/ingest")
+@require_admin
+def ingest():
+    """Extract data from outside: JSON rows, a CSV body (text/csv) or a CSV file upload (field 'file')."""
+    settings = get_settings()
+    upload = request.files.get("file")
+    if upload is not None:
+        text = upload.read().decode("utf-8-sig", errors="replace")
+        rows = services.parse_csv(text, max_rows=settings.max_ingest_rows)
+    elif request.mimetype == "text/csv":
+        rows = services.parse_csv(request.get_data(as_text=True), max_rows=settings.max_ingest_rows)
+    elif request.is_json:
+        body = request.get_json(silent=True)
+        if body is None:
+            raise ApiError(400, "INVALID_JSON", "The body is not valid JSON.")
+        rows, _ = extract_rows(body)
+    else:
+        raise ApiError(
+            415, "UNSUPPORTED_MEDIA_TYPE",
+            "Send JSON (application/json), CSV (text/csv) or a multipart upload with a 'file' field.",
+        )
+    if len(rows) > settings.max_ingest_rows:
+        raise ApiError(413, "TOO_MANY_ROWS", f"At most {settings.max_ingest_rows} rows per request.")
+    result = services.ingest(
+        rows, repo=_repo(), forwarder=current_app.extensions["forwarder"], request_id=g.request_id
+    )
+    return jsonify(result), 201

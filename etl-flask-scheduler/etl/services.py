@@ -1,0 +1,151 @@
+"""ETL use cases: generate or ingest rows, store them, forward them to serving, backfill what is left."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from typing import Any
+
+import numpy as np
+import requests
+from prometheus_client import Counter
+
+from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
+from mlstack_core.errors import ApiError
+from mlstack_core.http import forward_headers, make_session
+from mlstack_core.rows import RowsRepository, new_batch_id
+from mlstack_core.validation import validate_rows
+
+logger = logging.getLogger(__name__)
+
+ROWS_INGESTED = Counter("etl_rows_ingested_total", "Rows written to MongoDB by the ETL.", ["source"])
+ROWS_PREDICTED = Counter("etl_rows_predicted_total", "Rows that got their prediction from serving.")
+ROWS_BACKFILLED = Counter("etl_rows_backfilled_total", "Rows of earlier runs predicted by a later run.")
+FORWARD_FAILURES = Counter("etl_forward_failures_total", "Calls to serving that failed (rows stay pending).")
+
+
+class ForwardError(RuntimeError):
+    """Serving could not predict the rows (down, slow, or no model yet); they stay pending."""
+
+
+class Forwarder:
+    """Sends rows to serving's batch predict endpoint (PREDICTAPI) in one call."""
+
+    def __init__(self, url: str, *, timeout: float, retries: int) -> None:
+        self.url = url
+        self.timeout = (2.0, timeout)
+        self.session = make_session(retries=retries)
+
+    def predict(self, features: np.ndarray, ids: list[str], request_id: str | None) -> tuple[list[float], dict]:
+        """Predictions for the rows, in order, and the model that made them."""
+        rows = [dict(zip(FEATURES, row, strict=True)) for row in features.tolist()]
+        try:
+            response = self.session.post(
+                self.url, json={"rows": rows, "ids": ids}, headers=forward_headers(request_id), timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise ForwardError(f"serving unreachable: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            try:
+                detail = response.json().get("message", "")
+            except ValueError:
+                detail = response.text[:200]
+            raise ForwardError(f"serving answered {response.status_code}: {detail}")
+        body = response.json()
+        predictions = body.get("predictions")
+        if not isinstance(predictions, list) or len(predictions) != len(ids):
+            raise ForwardError("serving answered without one prediction per row")
+        return predictions, body.get("model") or {}
+
+
+def forward(
+    repo: RowsRepository,
+    forwarder: Forwarder,
+    *,
+    new_ids: list,
+    new_features: np.ndarray,
+    backfill_limit: int,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """Send new rows plus older pending ones to serving and record the answers on the rows."""
+    backlog = repo.pending(limit=backfill_limit, exclude=new_ids) if backfill_limit else []
+    ids = list(new_ids) + [doc["_id"] for doc in backlog]
+    if not ids:
+        return {"sent": 0, "predicted": 0, "backfilled": 0}
+    features = new_features
+    if backlog:
+        old = np.array([[doc[name] for name in FEATURES] for doc in backlog], dtype=np.float64)
+        features = np.vstack([new_features, old]) if len(new_features) else old
+    try:
+        predictions, model = forwarder.predict(features, [str(i) for i in ids], request_id)
+    except ForwardError as exc:
+        FORWARD_FAILURES.inc()
+        logger.warning("%d rows stay pending: %s", len(ids), exc)
+        return {"sent": len(ids), "predicted": 0, "backfilled": 0, "pending": len(ids), "forward_error": str(exc)}
+    updated = repo.mark_predicted(ids, predictions, model_version=model.get("version"), model_name=model.get("name"))
+    ROWS_PREDICTED.inc(updated)
+    ROWS_BACKFILLED.inc(len(backlog))
+    return {"sent": len(ids), "predicted": updated, "backfilled": len(backlog), "model": model}
+
+
+def run_etl(
+    run_id: str, *, repo: RowsRepository, forwarder: Forwarder, batch_size: int, backfill_limit: int
+) -> dict[str, Any]:
+    """One scheduled run: generate a batch, store it (pending), forward it with the backlog."""
+    frame = generate_frame(batch_size)
+    features = frame[list(FEATURES)].to_numpy(dtype=np.float64)
+    ids = repo.insert_batch(features, frame[TARGET].tolist(), source="generator", batch_id=run_id, pending=True)
+    ROWS_INGESTED.labels("generator").inc(len(ids))
+    summary = forward(
+        repo, forwarder, new_ids=ids, new_features=features, backfill_limit=backfill_limit, request_id=run_id
+    )
+    return {"batch_id": run_id, "inserted": len(ids), **summary}
+
+
+def ingest(
+    rows: list[Any], *, repo: RowsRepository, forwarder: Forwarder, request_id: str | None, source: str = "ingest"
+) -> dict[str, Any]:
+    """Validate every row, store the batch (all or nothing) and forward it to serving."""
+    parsed = validate_rows(rows)
+    if parsed.errors:
+        raise ApiError(
+            422, "INVALID_ROWS",
+            f"{len(parsed.errors)} of {len(rows)} rows are invalid; nothing was stored. Fix them and send again.",
+            details={"invalid_rows": parsed.errors[:100], "truncated": len(parsed.errors) > 100},
+        )
+    batch_id = new_batch_id()
+    ids = repo.insert_batch(parsed.features, parsed.quality, source=source, batch_id=batch_id, pending=True)
+    ROWS_INGESTED.labels(source).inc(len(ids))
+    summary = forward(repo, forwarder, new_ids=ids, new_features=parsed.features, backfill_limit=0,
+                      request_id=request_id)
+    return {"batch_id": batch_id, "inserted": len(ids), "ids": [str(i) for i in ids], **summary}
+
+
+def _cell(value: str) -> Any:
+    text = value.strip()
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text  # left as text so validation names the field
+
+
+def parse_csv(text: str, *, max_rows: int) -> list[dict[str, Any]]:
+    """Rows of a CSV with a header line (comma or semicolon separated, as the public data set uses)."""
+    sample = text[:4096]
+    delimiter = ";" if sample.count(";") > sample.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    if not reader.fieldnames:
+        raise ApiError(400, "INVALID_CSV", "The CSV needs a header line naming the 11 features.")
+    rows = []
+    for i, record in enumerate(reader):
+        if i >= max_rows:
+            raise ApiError(413, "TOO_MANY_ROWS", f"At most {max_rows} rows per upload; split the file.")
+        if None in record:
+            raise ApiError(400, "INVALID_CSV", f"CSV line {i + 2} has more values than the header.")
+        rows.append({key.strip().strip('"'): _cell(value or "") for key, value in record.items()})
+    if not rows:
+        raise ApiError(400, "NO_ROWS", "The CSV has a header but no rows.")
+    return rows

@@ -1,0 +1,7 @@
+"""Gunicorn configuration of the serving service (shared hooks live in mlstack_core.gunicorn_conf)."""
+
+import os
+
+os.environ.setdefault("SERVICE_NAME", "serving")
+
+from mlstack_core.gunicorn_conf import *  # noqa: F403

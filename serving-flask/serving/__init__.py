@@ -1,0 +1,1 @@
+"""Serving service: predictions from the champion model of the MLflow registry."""

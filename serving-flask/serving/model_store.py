@@ -1,0 +1,212 @@
+"""The model this worker serves, and how it follows the registry's champion alias.
+
+Each Gunicorn worker keeps its own copy. A watcher thread asks the registry every ``MODEL_POLL_SECONDS``
+which version holds the alias and swaps in a new one once it is fully loaded (a single reference
+assignment, so a request always sees a complete model: no failed request during a switch). The reload
+endpoint reloads its own worker at once and touches a marker file that every other worker checks four
+times a second, so a nudge reaches all workers in well under a second plus the load time.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlstack_core.data.generator import FEATURES
+
+logger = logging.getLogger(__name__)
+
+
+class ModelNotReady(RuntimeError):
+    """No model can be served yet (no champion in the registry, or the registry is unreachable)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model version ready for the numpy hot path."""
+
+    name: str
+    version: str
+    run_id: str | None
+    alias: str
+    estimator: Any
+    column_order: tuple[int, ...] | None  # permutation from FEATURES order to the model's, None if identical
+    loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Predict rows given in FEATURES order."""
+        if self.column_order is not None:
+            features = features[:, self.column_order]
+        return self.estimator.predict(features)
+
+    def info(self) -> dict[str, Any]:
+        """What is served, for responses and /model."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "alias": self.alias,
+            "loaded_at": self.loaded_at.isoformat(),
+        }
+
+
+def prepare_estimator(model: Any) -> tuple[Any, tuple[int, ...] | None]:
+    """Check the model's feature names and return a copy that accepts plain numpy rows.
+
+    The training pipeline is fitted on named columns so the feature order is fixed by name. Serving builds
+    numpy rows in FEATURES order (no DataFrame per request), maps them to the model's own order here, once,
+    and strips the fitted names so scikit-learn does not warn on every call.
+    """
+    names = getattr(model, "feature_names_in_", None)
+    order: tuple[int, ...] | None = None
+    if names is not None:
+        names = [str(n) for n in names]
+        if sorted(names) != sorted(FEATURES):
+            raise ValueError(f"model features {names} do not match the 11 wine features")
+        order = tuple(FEATURES.index(n) for n in names)
+        if order == tuple(range(len(FEATURES))):
+            order = None
+    fast = copy.deepcopy(model)
+    for step in getattr(fast, "steps", [(None, fast)]):
+        estimator = step[1]
+        if hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+    if hasattr(fast, "feature_names_in_"):
+        del fast.feature_names_in_
+    return fast, order
+
+
+class RegistryClient:
+    """The two registry calls serving needs, behind one small seam."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        mlflow.set_tracking_uri(tracking_uri)
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+
+    def version_for_alias(self, name: str, alias: str) -> tuple[str, str | None] | None:
+        """(version, run id) holding the alias, or None when the alias or model does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self._client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+                return None
+            raise
+        return str(mv.version), mv.run_id
+
+    def load(self, name: str, version: str) -> Any:
+        """The scikit-learn model of a registered version."""
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+
+
+class ModelStore:
+    """Holds the served model and keeps it on the alias's version."""
+
+    MARKER_CHECK_SECONDS = 0.25
+
+    def __init__(
+        self, registry: Any, *, name: str, alias: str, poll_seconds: float, marker: Path
+    ) -> None:
+        self._registry = registry
+        self.name = name
+        self.alias = alias
+        self.poll_seconds = poll_seconds
+        self._marker = marker
+        self._model: LoadedModel | None = None
+        self.last_error: str | None = None
+        self.last_check: dt.datetime | None = None
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def model(self) -> LoadedModel | None:
+        """The model being served (None until a champion exists)."""
+        return self._model
+
+    def current(self) -> LoadedModel:
+        """The model being served, or ModelNotReady saying why not."""
+        model = self._model
+        if model is None:
+            raise ModelNotReady(
+                self.last_error or f"no version of {self.name!r} holds the alias {self.alias!r} yet"
+            )
+        return model
+
+    def refresh(self) -> bool:
+        """Load the alias's version if it differs from the served one; True when a new model was swapped in."""
+        with self._refresh_lock:
+            self.last_check = dt.datetime.now(dt.UTC)
+            try:
+                found = self._registry.version_for_alias(self.name, self.alias)
+            except Exception as exc:
+                self.last_error = f"model registry unreachable: {type(exc).__name__}"
+                logger.warning("registry check failed: %s", exc)
+                return False
+            if found is None:
+                self.last_error = f"no version of {self.name!r} holds the alias {self.alias!r} yet"
+                return False
+            version, run_id = found
+            if self._model is not None and self._model.version == version:
+                self.last_error = None
+                return False
+            try:
+                raw = self._registry.load(self.name, version)
+                estimator, order = prepare_estimator(raw)
+            except Exception as exc:
+                self.last_error = f"could not load version {version}: {type(exc).__name__}: {exc}"
+                logger.exception("loading %s version %s failed", self.name, version)
+                return False
+            previous = self._model.version if self._model else None
+            self._model = LoadedModel(self.name, version, run_id, self.alias, estimator, order)
+            self.last_error = None
+            logger.info("now serving %s version %s (was %s)", self.name, version, previous)
+            return True
+
+    def nudge_all_workers(self) -> None:
+        """Make every worker of this instance check the registry now (touches the shared marker)."""
+        self._marker.parent.mkdir(parents=True, exist_ok=True)
+        self._marker.touch()
+
+    def _marker_mtime(self) -> float:
+        try:
+            return self._marker.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def start_watching(self) -> None:
+        """Start the background thread that follows the alias."""
+        self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the watcher."""
+        self._stop.set()
+
+    def _watch(self) -> None:
+        seen_marker = self._marker_mtime()
+        next_poll = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            marker = self._marker_mtime()
+            if marker != seen_marker or now >= next_poll:
+                seen_marker = marker
+                # While nothing is served yet, keep checking at the marker pace so the first champion
+                # is picked up quickly after bootstrap training.
+                self.refresh()
+                next_poll = now + (self.poll_seconds if self._model else min(self.poll_seconds, 1.0))
+            self._stop.wait(self.MARKER_CHECK_SECONDS)

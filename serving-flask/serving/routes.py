@@ -1,0 +1,141 @@
+"""HTTP endpoints of the serving service (new ones and the original template's aliases)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from mlstack_core.appkit import get_mongo, get_settings
+from mlstack_core.auth import require_admin
+from mlstack_core.data.generator import FEATURES, generate_frame
+from mlstack_core.errors import ApiError
+from mlstack_core.rows import RowsRepository
+from serving import services
+from serving.model_store import ModelStore
+
+bp = Blueprint("serving", __name__)
+
+MAX_LATEST = 1000
+
+
+def _store() -> ModelStore:
+    return current_app.extensions["model_store"]
+
+
+def _repo() -> RowsRepository:
+    return RowsRepository(get_mongo().db()[get_settings().mongo_collection])
+
+
+def _json():
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "INVALID_JSON", "Send the rows as JSON with Content-Type: application/json.")
+    return body
+
+
+@bp.get("/")
+def index():
+    """What this service is and its endpoints."""
+    return jsonify(
+        service="serving",
+        model=_store().model.info() if _store().model else None,
+        endpoints={
+            "POST /predict": "one row object, a list of rows, {rows: [...]}, dataframe_records or dataframe_split",
+            "POST /predictDummy/": "one row -> {modelInfo, result} (original template)",
+            "GET /model, GET /getModelInfo/": "the model this worker serves",
+            "POST /model/reload, GET /loadModel/": "reload the champion now (admin token)",
+            "GET /data/latest?n=10, GET /getLatestData/": "newest rows with their predictions",
+            "GET /data/count, GET /getLengthData/": "number of rows",
+            "GET /predictTestMLFlow/": "predict generated test rows and report the error",
+            "GET /health, GET /ready, GET /metrics": "probes and Prometheus metrics",
+        },
+        features=list(FEATURES),
+    )
+
+
+@bp.post("/predict")
+def predict():
+    """Predict one row or a batch; the answer names the model version that made it."""
+    predictions, single, model = services.predict(
+        _json(), store=_store(), writer=current_app.extensions.get("prediction_writer"), request_id=g.request_id
+    )
+    body = {"model": model.info(), "request_id": g.request_id}
+    if single:
+        body["prediction"] = float(predictions[0])
+    else:
+        body["predictions"] = predictions.tolist()
+    return jsonify(body)
+
+
+@bp.post("/predictDummy/")
+def predict_dummy():
+    """The original template's one-row prediction: {"modelInfo", "result"}."""
+    payload = _json()
+    if not isinstance(payload, dict) or {"rows", "dataframe_records", "dataframe_split"} & set(payload):
+        raise ApiError(400, "INVALID_BODY", "/predictDummy/ takes one row object; use /predict for batches.")
+    predictions, _, model = services.predict(
+        payload, store=_store(), writer=current_app.extensions.get("prediction_writer"), request_id=g.request_id
+    )
+    info = model.info()
+    return jsonify(modelInfo=f"{info['name']} version {info['version']} ({info['alias']})",
+                   result=float(predictions[0]), model=info)
+
+
+@bp.get("/model")
+@bp.get("/getModelInfo/")
+def model_info():
+    """The model this worker serves, and when it last checked the registry."""
+    store = _store()
+    return jsonify(
+        model=store.model.info() if store.model else None,
+        alias=store.alias,
+        name=store.name,
+        last_check=store.last_check.isoformat() if store.last_check else None,
+        last_error=store.last_error,
+        poll_seconds=store.poll_seconds,
+    )
+
+
+@bp.post("/model/reload")
+@bp.get("/loadModel/")
+@require_admin
+def reload_model():
+    """Reload the champion in this worker now and make every other worker check within a second."""
+    store = _store()
+    changed = store.refresh()
+    store.nudge_all_workers()
+    if store.model is None:
+        raise ApiError(503, "MODEL_NOT_READY", f"Nothing to load: {store.last_error}.")
+    return jsonify(reloaded=changed, model=store.model.info())
+
+
+def _n_param() -> int:
+    raw = request.args.get("n", "10")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LATEST:
+        raise ApiError(400, "INVALID_PARAMETER", f"n must be a whole number from 1 to {MAX_LATEST}.")
+    return int(raw)
+
+
+@bp.get("/data/latest")
+@bp.get("/getLatestData/")
+def latest_data():
+    """The newest rows (default 10, at most 1000) with their predictions."""
+    return jsonify(rows=services.latest_rows(_repo(), _n_param()))
+
+
+@bp.get("/data/count")
+@bp.get("/getLengthData/")
+def data_count():
+    """Number of rows stored, and how many still wait for a prediction."""
+    repo = _repo()
+    return jsonify(count=repo.exact_count(), pending=repo.count(status="pending"))
+
+
+@bp.get("/predictTestMLFlow/")
+def predict_test():
+    """Predict freshly generated rows (with known quality) and report the mean absolute error."""
+    frame = generate_frame(20, seed=1234)
+    model = services.served_model(_store())
+    predictions = model.predict(frame[list(FEATURES)].to_numpy())
+    mae = float(abs(predictions - frame["quality"].to_numpy()).mean())
+    return jsonify(model=model.info(), rows=len(frame), mae=mae, predictions=predictions.tolist(),
+                   quality=frame["quality"].tolist())

@@ -1,0 +1,29 @@
+"""Settings of the serving service."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+
+from mlstack_core.settings import BaseServiceSettings
+
+
+class ServingSettings(BaseServiceSettings):
+    """Serving: where the registry is, which model and alias to serve, how predictions are stored."""
+
+    service_name: str = "serving"
+    mlflow_tracking_uri: str = Field("http://mlflow:5000", validation_alias=AliasChoices("MLFLOW_TRACKING_URI"))
+    model_name: str = Field("sk-learn-linear-reg-model", min_length=1, validation_alias=AliasChoices("MODEL_NAME"))
+    model_alias: str = Field("champion", min_length=1, validation_alias=AliasChoices("MODEL_ALIAS"))
+    # Every worker asks the registry this often which version holds the alias; this bounds how long a
+    # promotion takes to reach every worker when nobody calls the reload endpoint.
+    model_poll_seconds: float = Field(2.0, ge=0.5, le=3600, validation_alias=AliasChoices("MODEL_POLL_SECONDS"))
+    model_watch: bool = Field(True, validation_alias=AliasChoices("MODEL_WATCH"))
+    predictions_collection: str = Field("predictions", validation_alias=AliasChoices("PREDICTIONS_COLLECTION"))
+    prediction_flush_seconds: float = Field(
+        0.5, ge=0.05, le=60, validation_alias=AliasChoices("PREDICTION_FLUSH_SECONDS")
+    )
+    prediction_buffer_max: int = Field(
+        100_000, ge=100, le=10_000_000, validation_alias=AliasChoices("PREDICTION_BUFFER_MAX")
+    )
+    store_predictions: bool = Field(True, validation_alias=AliasChoices("STORE_PREDICTIONS"))
+    seed_rows: int = Field(500, ge=0, le=1_000_000, validation_alias=AliasChoices("SEED_ROWS"))
