@@ -33,10 +33,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         repo = RowsRepository(mongo.db()[settings.mongo_collection])
         return services.run_etl(
             run_id, repo=repo, forwarder=forwarder, batch_size=settings.etl_batch_size,
-            backfill_limit=settings.backfill_limit,
+            backfill_limit=settings.backfill_limit, request_id=job_service.request_id_of(run_id),
         )
 
     job = JobDefinition(JOB_NAME, etl_job, IntervalSpec(seconds=settings.etl_interval_seconds))
-    install_job(app, job, legacy_noun="Etl", legacy_manual="Etl", run_scheduler=settings.scheduler_enabled)
+    job_service = install_job(app, job, legacy_noun="Etl", legacy_manual="Etl", run_scheduler=settings.scheduler_enabled)
     app.register_blueprint(routes.bp)
     return app

@@ -90,7 +90,13 @@ def forward(
 
 
 def run_etl(
-    run_id: str, *, repo: RowsRepository, forwarder: Forwarder, batch_size: int, backfill_limit: int
+    run_id: str,
+    *,
+    repo: RowsRepository,
+    forwarder: Forwarder,
+    batch_size: int,
+    backfill_limit: int,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """One scheduled run: generate a batch, store it (pending), forward it with the backlog."""
     frame = generate_frame(batch_size)
@@ -98,7 +104,8 @@ def run_etl(
     ids = repo.insert_batch(features, frame[TARGET].tolist(), source="generator", batch_id=run_id, pending=True)
     ROWS_INGESTED.labels("generator").inc(len(ids))
     summary = forward(
-        repo, forwarder, new_ids=ids, new_features=features, backfill_limit=backfill_limit, request_id=run_id
+        repo, forwarder, new_ids=ids, new_features=features, backfill_limit=backfill_limit,
+        request_id=request_id or run_id,
     )
     return {"batch_id": run_id, "inserted": len(ids), **summary}
 

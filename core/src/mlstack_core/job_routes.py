@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, current_app, jsonify, request, url_for
+from flask import Blueprint, Flask, current_app, g, jsonify, request, url_for
 
 from mlstack_core.auth import require_admin
 from mlstack_core.errors import ApiError
@@ -77,7 +77,7 @@ def make_job_blueprint(*, legacy_noun: str, legacy_manual: str) -> Blueprint:
             raise ApiError(400, "INVALID_PARAMETER", "wait must be a number of seconds.") from None
         if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
             raise ApiError(400, "INVALID_PARAMETER", f"wait must be between 0 and {MAX_WAIT_SECONDS} seconds.")
-        record = service.request_run()
+        record = service.request_run(g.get("request_id"))
         if wait_seconds:
             record = service.wait_for(record["run_id"], wait_seconds) or record
         return _run_response(record)

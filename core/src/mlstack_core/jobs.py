@@ -150,6 +150,8 @@ class JobDefinition:
     name: str
     func: Callable[[str], dict[str, Any]]  # called with the run id, returns a JSON-able summary
     default_schedule: IntervalSpec | CronSpec
+    # Called once in the leader, in its own thread, after the scheduler started (e.g. to queue a first run).
+    on_leader_start: Callable[[JobService], None] | None = None
 
 
 def _now() -> dt.datetime:
@@ -196,11 +198,11 @@ class RunStore:
                 return doc
         return None
 
-    def enqueue(self, job: str) -> dict[str, Any]:
-        """Queue a manual run for the leader and return its record."""
+    def enqueue(self, job: str, request_id: str | None = None) -> dict[str, Any]:
+        """Queue a manual run for the leader and return its record (the HTTP request id travels with it)."""
         run_id = uuid.uuid4().hex
         record = {"run_id": run_id, "job": job, "status": "queued", "trigger": "manual",
-                  "requested_at": _now().isoformat()}
+                  "requested_at": _now().isoformat(), "request_id": request_id}
         self._write(record)
         tmp = self._queue / f".{run_id}.tmp"
         tmp.write_text(json.dumps({"run_id": run_id, "job": job}), encoding="utf-8")
@@ -292,9 +294,14 @@ class JobService:
         )
         return self.get_job()
 
-    def request_run(self) -> dict[str, Any]:
+    def request_run(self, request_id: str | None = None) -> dict[str, Any]:
         """Queue a manual run and return its record (status 'queued')."""
-        return self.runs.enqueue(self.job.name)
+        return self.runs.enqueue(self.job.name, request_id)
+
+    def request_id_of(self, run_id: str) -> str:
+        """The request id a run's outbound calls carry: the triggering HTTP request's, else the run id."""
+        record = self.runs.get(run_id) or {}
+        return record.get("request_id") or run_id
 
     def wait_for(self, run_id: str, timeout: float) -> dict[str, Any] | None:
         """Poll a run until it finishes or the timeout passes; returns the last record seen."""
@@ -334,6 +341,14 @@ class JobRunner:
         self._thread = threading.Thread(target=self._sync_loop, name=f"{name}-sync", daemon=True)
         self._thread.start()
         logger.info("scheduler started for job %s in pid %s", name, os.getpid())
+        if self.jobs.job.on_leader_start is not None:
+            threading.Thread(target=self._leader_start_hook, name=f"{name}-leader-start", daemon=True).start()
+
+    def _leader_start_hook(self) -> None:
+        try:
+            self.jobs.job.on_leader_start(self.jobs)
+        except Exception:
+            logger.exception("on_leader_start hook of job %s failed", self.jobs.job.name)
 
     def stop(self) -> None:
         """Stop the sync loop and the scheduler (waits for a running job)."""

@@ -1,0 +1,48 @@
+"""Settings: required secrets, placeholder refusal, the original template's variable names."""
+
+import pytest
+
+from mlstack_core.settings import BaseServiceSettings, SettingsError, load_settings
+
+TOKEN = "a-real-admin-token-0123456789"
+
+
+def test_missing_admin_token_names_the_variable(monkeypatch):
+    monkeypatch.delenv("ADMIN_TOKEN", raising=False)
+    with pytest.raises(SettingsError, match="ADMIN_TOKEN: is required"):
+        load_settings(BaseServiceSettings, {})
+
+
+@pytest.mark.parametrize("token", ["changeme", "short", "secret", "   password  "])
+def test_placeholder_or_short_tokens_are_refused(token):
+    with pytest.raises(SettingsError, match="ADMIN_TOKEN"):
+        load_settings(BaseServiceSettings, {"admin_token": token})
+
+
+def test_original_env_names_build_the_mongo_uri(monkeypatch):
+    monkeypatch.setenv("HOSTDBEXT", "mongo")
+    monkeypatch.setenv("PORTDBEXT", "27018")
+    monkeypatch.setenv("USERNAMEDBEXT", "root")
+    monkeypatch.setenv("PASSWORDDBEXT", "p@ss:word")
+    settings = load_settings(BaseServiceSettings, {"admin_token": TOKEN})
+    assert settings.mongo_connection_uri() == "mongodb://root:p%40ss%3Aword@mongo:27018/"
+    assert settings.mongo_db == "DUMMY"
+    assert settings.mongo_collection == "dummy_col_demo"
+
+
+def test_mongo_initdb_names_are_accepted_as_credentials(monkeypatch):
+    monkeypatch.setenv("MONGO_INITDB_ROOT_USERNAME", "admin-user")
+    monkeypatch.setenv("MONGO_INITDB_ROOT_PASSWORD", "a-strong-one")
+    settings = load_settings(BaseServiceSettings, {"admin_token": TOKEN, "mongo_host": "db"})
+    assert settings.mongo_connection_uri() == "mongodb://admin-user:a-strong-one@db:27017/"
+
+
+def test_bad_port_names_the_variable():
+    with pytest.raises(SettingsError, match="MONGO_PORT / PORTDBEXT"):
+        load_settings(BaseServiceSettings, {"admin_token": TOKEN, "mongo_port": 0})
+
+
+def test_mongo_uri_wins_over_parts():
+    settings = load_settings(BaseServiceSettings, {"admin_token": TOKEN, "mongo_uri": "mongodb://x:1/"})
+    assert settings.mongo_connection_uri() == "mongodb://x:1/"
+    assert "mongodb://x:1/" not in repr(settings)  # secrets stay out of logs

@@ -1,0 +1,116 @@
+"""ETL endpoints at unit level: validation, auth and errors happen before anything is stored."""
+
+import pytest
+
+from etl.services import parse_csv
+from mlstack_core.data.generator import FEATURES, generate_frame
+from mlstack_core.errors import ApiError
+
+ROWS = generate_frame(3, seed=11).to_dict("records")
+
+
+def _csv(rows, sep=","):
+    header = sep.join(f'"{c}"' for c in [*FEATURES, "quality"])
+    lines = [sep.join(str(r[c]) for c in [*FEATURES, "quality"]) for r in rows]
+    return "\n".join([header, *lines]) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/modifyEtlJob/"),
+        ("put", "/jobs/etl"),
+        ("get", "/pauseEtlJob/"),
+        ("get", "/resumeEtlJob/"),
+        ("get", "/manualEtl/"),
+        ("post", "/jobs/etl/run"),
+        ("post", "/ingest"),
+    ],
+)
+def test_state_changing_endpoints_need_the_token(client, method, path):
+    response = getattr(client, method)(path, json={"minutes": 5})
+    assert response.status_code == 401
+    assert response.get_json()["error_code"] == "AUTH_REQUIRED"
+
+
+def test_modify_job_rejects_a_callable_and_runs_nothing(client, admin, tmp_path):
+    marker = tmp_path / "x"
+    response = client.post(
+        "/modifyEtlJob/", json={"func": "os:system", "args": [f"touch {marker}"]}, headers=admin
+    )
+    assert response.status_code == 422
+    body = response.get_json()
+    assert body["error_code"] == "INVALID_SCHEDULE"
+    assert any(d["field"] == "func" for d in body["details"])
+    assert not marker.exists()
+
+
+def test_modify_job_with_database_down_is_503(client, admin):
+    response = client.post("/modifyEtlJob/", json={"minutes": 5}, headers=admin)
+    assert response.status_code == 503
+    assert response.get_json()["error_code"] == "DATABASE_UNAVAILABLE"
+
+
+def test_ingest_invalid_rows_are_listed_and_nothing_is_touched(client, admin):
+    bad = [ROWS[0], ROWS[1] | {"pH": 42}, {"pH": 3}]
+    response = client.post("/ingest", json=bad, headers=admin)
+    assert response.status_code == 422
+    body = response.get_json()
+    assert [r["row"] for r in body["details"]["invalid_rows"]] == [1, 2]
+    assert "nothing was stored" in body["message"]
+
+
+def test_ingest_unsupported_type(client, admin):
+    response = client.post("/ingest", data="a=b", content_type="application/x-www-form-urlencoded", headers=admin)
+    assert response.status_code == 415
+
+
+def test_ingest_valid_rows_with_database_down_is_503(client, admin):
+    response = client.post("/ingest", json=ROWS, headers=admin)
+    assert response.status_code == 503
+
+
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_csv_parsing_both_separators(sep):
+    rows = parse_csv(_csv(ROWS, sep), max_rows=10)
+    assert len(rows) == 3
+    assert rows[0]["fixed acidity"] == pytest.approx(ROWS[0]["fixed acidity"])
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [("", "INVALID_CSV"), ('"pH"\n', "NO_ROWS"), ('"pH"\n1,2\n', "INVALID_CSV")],
+)
+def test_bad_csv(text, code):
+    with pytest.raises(ApiError) as info:
+        parse_csv(text, max_rows=10)
+    assert info.value.error_code == code
+
+
+def test_csv_row_limit():
+    with pytest.raises(ApiError) as info:
+        parse_csv(_csv(ROWS), max_rows=2)
+    assert info.value.status == 413
+
+
+def test_csv_upload_with_a_bad_cell_is_422(client, admin):
+    text = _csv(ROWS).replace(str(ROWS[1]["alcohol"]), "strong", 1)
+    data = {"file": (__import__("io").BytesIO(text.encode()), "rows.csv")}
+    response = client.post("/ingest", data=data, headers=admin, content_type="multipart/form-data")
+    assert response.status_code == 422
+    assert "alcohol" in response.get_json()["details"]["invalid_rows"][0]["errors"]
+
+
+def test_get_job_database_down(client):
+    assert client.get("/getEtlJob/").status_code == 503
+
+
+def test_unknown_job_name(client, admin):
+    response = client.post("/jobs/other/pause", headers=admin)
+    assert response.status_code == 404
+
+
+def test_run_status_unknown(client):
+    response = client.get("/jobs/runs/0123456789abcdef")
+    assert response.status_code == 404
+    assert response.get_json()["error_code"] == "RUN_NOT_FOUND"

@@ -1,0 +1,85 @@
+"""Fixtures of the serving unit tests: an app with a stand-in registry and no database."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sklearn.linear_model import ElasticNet
+from sklearn.pipeline import Pipeline
+
+from mlstack_core.data.generator import FEATURES, generate_frame
+
+ADMIN_TOKEN = "serving-test-token-0123456789"
+
+
+class FakeRegistry:
+    """Stands in for MLflow in unit tests: versions of fitted pipelines keyed by alias."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, object] = {}
+        self.aliases: dict[str, str] = {}
+        self.loads = 0
+        self.fail = False
+
+    def add(self, version: str, model: object, alias: str = "champion") -> None:
+        self.models[version] = model
+        self.aliases[alias] = version
+
+    def version_for_alias(self, name, alias):
+        if self.fail:
+            raise ConnectionError("registry down")
+        version = self.aliases.get(alias)
+        return (version, f"run-{version}") if version else None
+
+    def load(self, name, version):
+        self.loads += 1
+        return self.models[version]
+
+
+def fit_pipeline(seed: int = 0, columns=FEATURES) -> Pipeline:
+    """An ElasticNet pipeline fitted on generated rows with named columns, like training does."""
+    frame = generate_frame(500, seed=seed)
+    model = Pipeline([("model", ElasticNet(alpha=0.5, l1_ratio=0.01))])
+    model.fit(pd.DataFrame(frame[list(columns)]), frame["quality"])
+    return model
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    return FakeRegistry()
+
+
+@pytest.fixture
+def app(tmp_path, registry):
+    from serving.app import create_app
+
+    return create_app(
+        {
+            "admin_token": ADMIN_TOKEN,
+            "mongo_uri": "mongodb://127.0.0.1:1/",
+            "mongo_timeout_ms": 200,
+            "state_dir": tmp_path / "state",
+            "log_dir": tmp_path / "logs",
+            "model_watch": False,
+            "store_predictions": False,
+            "seed_rows": 0,
+        },
+        registry=registry,
+    )
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+
+@pytest.fixture
+def fit():
+    """A factory of fitted pipelines (tests call fit(seed))."""
+    return fit_pipeline

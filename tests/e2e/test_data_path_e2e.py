@@ -1,0 +1,191 @@
+"""The data path end to end on real servers, through Nginx: ETL -> MongoDB -> serving -> predictions stored.
+
+Real FerretDB (MongoDB wire protocol, auth on), a real MLflow tracking server with a real S3 server behind
+it, Gunicorn-served apps with two workers each, Debian's Nginx in front. The model is one this test
+registers (the training service is not part of this test). Outages: serving down (rows wait, then are
+backfilled exactly once) and MongoDB down (runs fail fast, nothing half-written).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+import requests
+from pymongo import MongoClient
+from sklearn.linear_model import ElasticNet
+from sklearn.pipeline import Pipeline
+
+from mlstack_core.data.generator import FEATURES, generate_frame
+
+pytestmark = pytest.mark.e2e
+
+MODEL_NAME = "sk-learn-linear-reg-model"
+TIMEOUT = 10
+
+
+def register_champion(tracking_uri: str, seed: int) -> str:
+    """Fit a pipeline on generated rows, register it and give it the champion alias; returns the version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    frame = generate_frame(400, seed=seed)
+    model = Pipeline([("model", ElasticNet(alpha=0.5, l1_ratio=0.01))])
+    model.fit(pd.DataFrame(frame[list(FEATURES)]), frame["quality"])
+    mlflow.set_experiment("e2e-data-path")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", registered_model_name=MODEL_NAME)
+    version = str(info.registered_model_version)
+    MlflowClient(tracking_uri).set_registered_model_alias(MODEL_NAME, "champion", version)
+    return version
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.3):
+    """Poll predicate until it returns something truthy; fail naming what did not happen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except requests.RequestException as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def stack(native_stack_factory):
+    """Serving and ETL (2 workers each) behind Nginx, with their infrastructure; ETL schedule paused."""
+    stack = native_stack_factory(services=("serving", "etl"), extra_env={"SEED_ROWS": "50"})
+    admin = {"Authorization": f"Bearer {stack.admin_token}"}
+    response = requests.post(f"{stack.urls['etl']}/jobs/etl/pause", headers=admin, timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    return stack
+
+
+@pytest.fixture(scope="module")
+def admin(stack):
+    return {"Authorization": f"Bearer {stack.admin_token}"}
+
+
+@pytest.fixture(scope="module")
+def db(stack):
+    client = MongoClient(stack.mongo_uri, serverSelectionTimeoutMS=3000, tz_aware=True)
+    yield client["DUMMY"]
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def champion(stack):
+    version = register_champion(stack.mlflow_uri, seed=1)
+    serving = stack.urls["serving"]
+    # Both workers must pick it up on their own (no reload call): poll enough times to see each worker.
+    wait_until(
+        lambda: all(
+            (requests.get(f"{serving}/model", timeout=TIMEOUT).json().get("model") or {}).get("version") == version
+            for _ in range(8)
+        ),
+        30,
+        "every serving worker to serve the registered champion",
+    )
+    return version
+
+
+def run_etl(stack, admin, request_id: str) -> dict:
+    response = requests.post(
+        f"{stack.urls['etl']}/jobs/etl/run?wait=30", headers=admin | {"X-Request-ID": request_id}, timeout=40
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Request-ID"] == request_id
+    return response.json()
+
+
+def test_seeded_rows_exist(stack, db):
+    wait_until(lambda: db["dummy_col_demo"].count_documents({"source": "seed"}) == 50, 20, "seed rows")
+
+
+def test_etl_run_stores_predicts_and_reads_back_through_nginx(stack, admin, db, champion):
+    before = requests.get(f"{stack.urls['serving']}/getLengthData/", timeout=TIMEOUT).json()["count"]
+    record = run_etl(stack, admin, "e2e-run-1")
+    assert record["status"] == "succeeded", record
+    result = record["result"]
+    assert result["inserted"] == 1 and result["predicted"] == 1
+
+    row = db["dummy_col_demo"].find_one({"batch_id": record["run_id"]})
+    assert row["prediction_status"] == "done"
+    assert row["model_version"] == champion
+    assert set(FEATURES) <= set(row) and "datetime_" in row and row["source"] == "generator"
+
+    # The prediction document is stored by serving's background writer, under the row's id.
+    stored = wait_until(lambda: db["predictions"].find_one({"_id": row["_id"]}), 10, "the stored prediction")
+    assert stored["model_version"] == champion
+    assert stored["request_id"] == "e2e-run-1"  # Nginx -> ETL -> serving
+    assert stored["prediction"] == pytest.approx(row["prediction"])
+
+    latest = requests.get(f"{stack.urls['serving']}/getLatestData/?n=1", timeout=TIMEOUT).json()["rows"][0]
+    assert latest["id"] == str(row["_id"]) and latest["model_version"] == champion
+    assert requests.get(f"{stack.urls['serving']}/getLengthData/", timeout=TIMEOUT).json()["count"] == before + 1
+
+
+def test_ingest_through_nginx_predicts_and_rejects_bad_rows(stack, admin, db, champion):
+    rows = generate_frame(3, seed=77).to_dict("records")
+    count = db["dummy_col_demo"].count_documents({})
+    bad = requests.post(f"{stack.urls['etl']}/ingest", json=[*rows, rows[0] | {"pH": -1}], headers=admin,
+                        timeout=TIMEOUT)
+    assert bad.status_code == 422
+    assert db["dummy_col_demo"].count_documents({}) == count
+    good = requests.post(f"{stack.urls['etl']}/ingest", json=rows, headers=admin, timeout=TIMEOUT)
+    assert good.status_code == 201, good.text
+    body = good.json()
+    assert body["inserted"] == 3 and body["predicted"] == 3
+    assert db["dummy_col_demo"].count_documents({}) == count + 3
+
+
+def test_serving_down_rows_wait_then_are_backfilled_exactly_once(stack, admin, db, champion):
+    col = db["dummy_col_demo"]
+    stack.stop_app("serving")
+    try:
+        record = run_etl(stack, admin, "e2e-outage-1")
+        assert record["status"] == "succeeded"
+        assert record["result"]["predicted"] == 0 and "forward_error" in record["result"]
+        waiting = col.find_one({"batch_id": record["run_id"]})
+        assert waiting["prediction_status"] == "pending"
+    finally:
+        stack.start_app("serving")
+    wait_until(
+        lambda: requests.get(f"{stack.urls['serving']}/ready", timeout=TIMEOUT).status_code == 200, 60,
+        "serving to be ready again",
+    )
+    record2 = run_etl(stack, admin, "e2e-outage-2")
+    assert record2["result"]["predicted"] == 2 and record2["result"]["backfilled"] == 1
+    assert col.count_documents({"prediction_status": "pending"}) == 0
+    # A third run has nothing left to backfill: each row was predicted once.
+    record3 = run_etl(stack, admin, "e2e-outage-3")
+    assert record3["result"]["backfilled"] == 0
+    ids = [waiting["_id"], col.find_one({"batch_id": record2["run_id"]})["_id"]]
+    wait_until(lambda: db["predictions"].count_documents({"_id": {"$in": ids}}) == 2, 10, "stored predictions")
+
+
+def test_mongodb_down_run_fails_fast_and_nothing_is_half_written(stack, admin, db, champion):
+    col = db["dummy_col_demo"]
+    count = col.count_documents({})
+    stack.ferretdb.stop()
+    try:
+        record = run_etl(stack, admin, "e2e-mongo-down")
+        assert record["status"] == "failed", record
+        assert "ServerSelectionTimeout" in record["error"] or "AutoReconnect" in record["error"]
+        # Reads answer a JSON 503 rather than hanging.
+        response = requests.get(f"{stack.urls['serving']}/getLengthData/", timeout=TIMEOUT)
+        assert response.status_code == 503 and response.json()["error_code"] == "DATABASE_UNAVAILABLE"
+    finally:
+        stack.ferretdb.start()
+    assert col.count_documents({}) == count
+    metrics = requests.get(f"{stack.urls['etl']}/metrics", timeout=TIMEOUT).text
+    assert 'job_runs_total{job="etl",outcome="failure",service="etl"}' in metrics
+    record = run_etl(stack, admin, "e2e-mongo-back")
+    assert record["status"] == "succeeded" and record["result"]["predicted"] == 1
