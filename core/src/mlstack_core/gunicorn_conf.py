@@ -22,6 +22,8 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 accesslog = None  # Nginx logs requests; the app logs what it does
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Gunicorn's control socket defaults to one path per user: several services on one host would collide.
+control_socket_disable = True
 
 
 def on_starting(server) -> None:
