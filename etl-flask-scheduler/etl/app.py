@@ -37,6 +37,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         )
 
     job = JobDefinition(JOB_NAME, etl_job, IntervalSpec(seconds=settings.etl_interval_seconds))
-    job_service = install_job(app, job, legacy_noun="Etl", legacy_manual="Etl", run_scheduler=settings.scheduler_enabled)
+    job_service = install_job(
+        app, job, legacy_noun="Etl", legacy_manual="Etl", run_scheduler=settings.scheduler_enabled
+    )
     app.register_blueprint(routes.bp)
     return app

@@ -35,8 +35,12 @@ def register_champion(tracking_uri: str, seed: int) -> str:
     model = Pipeline([("model", ElasticNet(alpha=0.5, l1_ratio=0.01))])
     model.fit(pd.DataFrame(frame[list(FEATURES)]), frame["quality"])
     mlflow.set_experiment("e2e-data-path")
+    example = frame[list(FEATURES)].head(3)
+    signature = mlflow.models.infer_signature(example, model.predict(example))
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", registered_model_name=MODEL_NAME)
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=MODEL_NAME, signature=signature, input_example=example
+        )
     version = str(info.registered_model_version)
     MlflowClient(tracking_uri).set_registered_model_alias(MODEL_NAME, "champion", version)
     return version

@@ -1,0 +1,115 @@
+"""`python -m devstack up`: run the whole stack natively until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from devstack.servers import REPO_ROOT
+from devstack.stack import NativeStack, load_or_create_secrets
+
+log = logging.getLogger("devstack")
+
+# The original deployment's Nginx ports; each is used only when free (80 needs root), else any free port.
+FIXED_PORTS: dict[str, list[int]] = {
+    "serving": [80, 8080],
+    "etl": [5554],
+    "training": [5555],
+    "mlflow": [5000],
+    "ferretdb": [27017],
+    "s3": [9000],
+}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start FerretDB, S3, MLflow and the three services behind Nginx")
+    up.add_argument("--workdir", type=Path, default=REPO_ROOT / ".devstack", help="data and logs (kept)")
+    up.add_argument("--fixed-ports", action="store_true", help="use the usual ports where they are free")
+    up.add_argument("--workers", type=int, default=2, help="Gunicorn workers per service")
+    up.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def _print_urls(stack: NativeStack, admin_token: str) -> None:
+    """Print where everything is: this is the command's output, so plain print."""
+    lines = ["", "devstack is up:"]
+    for name, url in stack.urls.items():
+        label = "mlflow (UI, API)" if name == "mlflow" else name
+        lines.append(f"  {label:<18} {url}")
+    lines.append(f"  {'admin token':<18} {admin_token}")
+    lines.append(f"  {'work dir':<18} {stack.workdir} (logs under */logs; credentials in secrets.json)")
+    if stack.skipped:
+        lines.append(f"  {'skipped':<18} {', '.join(stack.skipped)} (not importable yet)")
+    lines.append("Press Ctrl-C to stop.")
+    print("\n".join(lines), flush=True)
+
+
+def _watch(stack: NativeStack, stop: threading.Event) -> None:
+    """Wait for a stop signal, warning once about each server that died meanwhile."""
+    reported: set[str] = set()
+    while not stop.wait(2.0):
+        for server in stack.servers:
+            if not server.running and server.name not in reported:
+                reported.add(server.name)
+                log.warning("%s has exited; see %s", server.name, server.log_path)
+
+
+def up(args: argparse.Namespace) -> int:
+    """Start the stack, print its URLs and wait for Ctrl-C/SIGTERM, then stop everything."""
+    workdir = args.workdir.resolve()
+    admin_token = os.environ.get("ADMIN_TOKEN") or load_or_create_secrets(workdir)["admin_token"]
+    stop = threading.Event()
+    started = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        if not started.is_set():
+            # Abort a start-up in progress; NativeStack.start() stops what it started and re-raises.
+            raise KeyboardInterrupt
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+
+    stack = NativeStack(
+        workdir,
+        admin_token=admin_token,
+        workers=args.workers,
+        ports=FIXED_PORTS if args.fixed_ports else None,
+    )
+    try:
+        stack.start()
+        started.set()
+        _print_urls(stack, admin_token)
+        _watch(stack, stop)
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        log.exception("devstack failed to start")
+        return 1
+    finally:
+        stack.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = _parse(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "up":
+        return up(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Pytest fixtures for real servers (enable with ``-p devstack.pytest_plugin``).
+
+ferretdb, s3_server and mlflow_server are session-scoped: each starts on first use and is stopped at the end
+of the session even when tests fail. Tests that stop one to simulate an outage must start it again
+(``server.start()``, same port and data) before they finish. native_stack_factory is module-scoped.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from devstack.servers import FerretDB, MlflowServer, S3Server
+from devstack.stack import DEFAULT_MONGO_DB, NativeStack
+
+MONGO_USER = "mlstack"
+
+
+@pytest.fixture(scope="session")
+def devstack_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One directory for every server's data and logs in this session."""
+    return tmp_path_factory.mktemp("devstack")
+
+
+@pytest.fixture(scope="session")
+def devstack_admin_token() -> str:
+    """A random admin token (long enough for the services' settings validation)."""
+    return secrets.token_urlsafe(32)
+
+
+@pytest.fixture(scope="session")
+def ferretdb(devstack_workdir: Path) -> Iterator[FerretDB]:
+    """FerretDB with SCRAM auth; `.uri` carries the credentials, `.stop()`/`.start()` simulate an outage."""
+    server = FerretDB(devstack_workdir / "ferretdb", username=MONGO_USER, password=secrets.token_urlsafe(18))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(devstack_workdir: Path) -> Iterator[S3Server]:
+    """An S3 gateway; `.endpoint_url`, `.client()`, `.create_bucket()`, `.env()`."""
+    server = S3Server(
+        devstack_workdir / "s3",
+        access_key="devstack" + secrets.token_hex(6),
+        secret_key=secrets.token_urlsafe(24),
+    )
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(devstack_workdir: Path, s3_server: S3Server) -> Iterator[MlflowServer]:
+    """An MLflow tracking server storing artifacts in the `mlflow` bucket of s3_server; `.uri`."""
+    server = MlflowServer(devstack_workdir / "mlflow", s3=s3_server)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def native_stack_factory(
+    devstack_workdir: Path, devstack_admin_token: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., NativeStack]]:
+    """Start whole stacks, ``factory(services=("serving", "etl"), extra_env={...})``; stopped per module.
+
+    Each stack gets its own FerretDB, S3 and MLflow (so tests that stop one, or count documents, see only
+    their own), unless ``shared_infra=True`` borrows the session's ferretdb/s3_server/mlflow_server.
+    """
+    stacks: list[NativeStack] = []
+
+    def make(
+        *,
+        services: Iterable[str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        workers: int = 2,
+        mongo_db: str = DEFAULT_MONGO_DB,
+        shared_infra: bool = False,
+    ) -> NativeStack:
+        infra = {}
+        if shared_infra:
+            infra = {
+                "ferretdb": request.getfixturevalue("ferretdb"),
+                "s3": request.getfixturevalue("s3_server"),
+                "mlflow": request.getfixturevalue("mlflow_server"),
+            }
+        stack = NativeStack(
+            devstack_workdir / f"stack-{uuid.uuid4().hex[:8]}",
+            admin_token=devstack_admin_token,
+            workers=workers,
+            extra_env=extra_env,
+            mongo_db=mongo_db,
+            services=services,
+            **infra,
+        )
+        stacks.append(stack)
+        return stack.start()
+
+    try:
+        yield make
+    finally:
+        for stack in reversed(stacks):
+            stack.stop()

@@ -1,0 +1,621 @@
+"""Real servers for tests and the native dev stack: FerretDB, an S3 gateway, MLflow, Gunicorn apps, Nginx.
+
+Each class owns a work dir, picks free loopback ports once (a restart reuses them, so clients keep their
+URLs), and offers start()/stop() that are safe to repeat, plus use as a context manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote_plus
+
+from devstack.ports import LOOPBACK, can_connect, free_port, wait_port_free
+from devstack.procs import ManagedProcess
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
+# Last resort for local experiments only; scripts/install.sh builds into .tools/bin.
+_LOCAL_FALLBACK_BIN = Path("/tmp/setup/bin")
+NGINX_BIN = "/usr/sbin/nginx"
+
+# Probes must fail fast: the readiness loop, not a client timeout, bounds the wait.
+_PROBE_TIMEOUT = 1.0
+
+
+def find_tool(name: str, env_var: str) -> str:
+    """Locate a binary: $env_var, then .tools/bin, then PATH (then the local experiment fallback)."""
+    explicit = os.environ.get(env_var)
+    if explicit:
+        return explicit
+    local = TOOLS_BIN / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    found = shutil.which(name)
+    if found:
+        return found
+    fallback = _LOCAL_FALLBACK_BIN / name
+    if fallback.is_file() and os.access(fallback, os.X_OK):
+        return str(fallback)
+    raise FileNotFoundError(f"{name} not found (set {env_var} or run scripts/install.sh to build it)")
+
+
+def _http_get(url: str, *, headers: Mapping[str, str] | None = None, timeout: float = _PROBE_TIMEOUT) -> Any:
+    import requests  # imported late: the harness module must import quickly
+
+    return requests.get(url, headers=dict(headers or {}), timeout=timeout)
+
+
+def _status_is(url: str, status: int = 200) -> bool:
+    return _http_get(url).status_code == status
+
+
+class _Server:
+    """Common start/stop/restart plumbing around one ManagedProcess."""
+
+    name: str = "server"
+    ready_timeout: float = 60.0
+    stop_grace: float = 10.0
+
+    def __init__(self, workdir: str | os.PathLike[str]) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = self.workdir / "logs"
+        self._proc: ManagedProcess | None = None
+        self.start_seconds: float | None = None
+
+    # Subclasses fill these in.
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _before_start(self) -> None:
+        """Hook for preparing files before the process starts."""
+
+    def _ports(self) -> list[int]:
+        return []
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc is not None and self._proc.running
+
+    @property
+    def pid(self) -> int | None:
+        """The server's main process id, while running."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        """The file the server's stdout and stderr go to."""
+        return self.log_dir / f"{self.name}.log"
+
+    def start(self, timeout: float | None = None) -> Self:
+        """Start the server and wait until it answers; on failure stop it and raise with its log tail."""
+        if self.running:
+            return self
+        began = time.monotonic()
+        # A just-stopped server's port may still be held by a dying child; wait (bounded) before rebinding.
+        for port in self._ports():
+            wait_port_free(port, timeout=10)
+        self._before_start()
+        self._proc = ManagedProcess(
+            self.name,
+            self._argv(),
+            log_dir=self.log_dir,
+            env=self._env(),
+            cwd=self.workdir,
+            stop_grace=self.stop_grace,
+        )
+        self._proc.start()
+        try:
+            self._proc.wait_ready(self._ready, timeout=timeout or self.ready_timeout)
+        except BaseException:
+            self._proc.stop()
+            raise
+        self.start_seconds = time.monotonic() - began
+        log.info("%s ready in %.1fs (log %s)", self.name, self.start_seconds, self.log_path)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after the grace period); safe to call twice."""
+        if self._proc is not None:
+            code = self._proc.stop()
+            log.info("%s stopped (exit code %s)", self.name, code)
+            self._proc = None
+
+    def restart(self, timeout: float | None = None) -> Self:
+        """Stop then start again on the same ports and data."""
+        self.stop()
+        return self.start(timeout)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class FerretDB(_Server):
+    """FerretDB v1 (MongoDB wire protocol) on SQLite files, with SCRAM authentication on."""
+
+    name = "ferretdb"
+    ready_timeout = 30.0
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        username: str,
+        password: str,
+        database: str = "admin",
+        port: int | None = None,
+        debug_port: int | None = None,
+    ) -> None:
+        super().__init__(workdir)
+        self.username = username
+        self.password = password
+        # FerretDB creates the setup user in this database, so clients must authenticate against it.
+        self.database = database
+        self.host = LOOPBACK
+        self.port = port or free_port()
+        self.debug_port = debug_port or free_port()
+        self.data_dir = self.workdir / "data"
+        self.state_dir = self.workdir / "state"
+        self.binary = find_tool("ferretdb", "FERRETDB_BIN")
+
+    @property
+    def uri(self) -> str:
+        """mongodb:// URI with credentials and the authSource the setup user lives in."""
+        return (
+            f"mongodb://{quote_plus(self.username)}:{quote_plus(self.password)}@{self.host}:{self.port}/"
+            f"?authSource={quote_plus(self.database)}"
+        )
+
+    @property
+    def display_uri(self) -> str:
+        """The URI with the password masked, for printing."""
+        return self.uri.replace(f":{quote_plus(self.password)}@", ":***@", 1)
+
+    @property
+    def debug_url(self) -> str:
+        """FerretDB's debug HTTP server (probes /debug/livez, /debug/readyz and /debug/metrics)."""
+        return f"http://{self.host}:{self.debug_port}/debug"
+
+    def _ports(self) -> list[int]:
+        return [self.port, self.debug_port]
+
+    def _before_start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    def _argv(self) -> list[str]:
+        return [
+            self.binary,
+            "--handler=sqlite",
+            f"--sqlite-url=file:{self.data_dir}/",
+            f"--listen-addr={self.host}:{self.port}",
+            f"--debug-addr={self.host}:{self.debug_port}",
+            f"--state-dir={self.state_dir}",
+            "--log-level=INFO",
+        ]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "FERRETDB_TELEMETRY": "disable",
+                # The SQLite backend supports SCRAM only in this (experimental) mode; otherwise only PLAIN.
+                "FERRETDB_TEST_ENABLE_NEW_AUTH": "true",
+                # Used only when no user exists yet: a restart on the same data keeps the first credentials.
+                "FERRETDB_SETUP_USERNAME": self.username,
+                "FERRETDB_SETUP_PASSWORD": self.password,
+                "FERRETDB_SETUP_DATABASE": self.database,
+            }
+        )
+        return env
+
+    def client(self, **kwargs: Any) -> Any:
+        """A pymongo MongoClient for this server (fail-fast timeouts unless overridden)."""
+        import pymongo
+
+        options: dict[str, Any] = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000}
+        options.update(kwargs)
+        return pymongo.MongoClient(self.uri, **options)
+
+    def _ready(self) -> bool:
+        # ping needs no auth, but the client authenticates when it connects, so this proves credentials too.
+        with contextlib.closing(self.client(serverSelectionTimeoutMS=500, connectTimeoutMS=500)) as client:
+            client.admin.command("ping")
+            client[self.database].list_collection_names()
+        return True
+
+
+class S3Server(_Server):
+    """versitygw serving a local directory over the S3 API (posix backend)."""
+
+    name = "s3"
+    ready_timeout = 30.0
+    region = "us-east-1"
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        access_key: str,
+        secret_key: str,
+        port: int | None = None,
+    ) -> None:
+        super().__init__(workdir)
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.host = LOOPBACK
+        self.port = port or free_port()
+        self.data_dir = self.workdir / "data"
+        self.iam_dir = self.workdir / "iam"
+        self.meta_dir = self.workdir / "meta"
+        self.binary = find_tool("versitygw", "VERSITYGW_BIN")
+
+    @property
+    def endpoint_url(self) -> str:
+        """http://127.0.0.1:PORT, for boto3's endpoint_url and MLFLOW_S3_ENDPOINT_URL."""
+        return f"http://{self.host}:{self.port}"
+
+    def _ports(self) -> list[int]:
+        return [self.port]
+
+    def _before_start(self) -> None:
+        for path in (self.data_dir, self.iam_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def _xattrs_work(self) -> bool:
+        """Tell whether the data dir's filesystem keeps user xattrs (the posix backend's default metadata)."""
+        probe = self.data_dir / ".xattr-probe"
+        try:
+            probe.touch()
+            os.setxattr(probe, "user.devstack", b"1")
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.unlink(missing_ok=True)
+
+    def _argv(self) -> list[str]:
+        argv = [
+            self.binary,
+            "--port",
+            f"{self.host}:{self.port}",
+            "--health",
+            "/health",
+            "--iam-dir",
+            str(self.iam_dir),
+            "posix",
+        ]
+        if not self._xattrs_work():
+            self.meta_dir.mkdir(parents=True, exist_ok=True)
+            argv += ["--sidecar", str(self.meta_dir)]
+        return [*argv, str(self.data_dir)]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # Keys go through the environment, not argv, so they do not show in ps.
+        env.update({"ROOT_ACCESS_KEY": self.access_key, "ROOT_SECRET_KEY": self.secret_key})
+        return env
+
+    def _ready(self) -> bool:
+        return _status_is(f"{self.endpoint_url}/health")
+
+    def client(self) -> Any:
+        """A boto3 S3 client for this server."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(connect_timeout=2, read_timeout=30, retries={"max_attempts": 2}),
+        )
+
+    def create_bucket(self, name: str) -> None:
+        """Create a bucket; succeed if it already exists."""
+        client = self.client()
+        try:
+            client.create_bucket(Bucket=name)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        except client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in {
+                "BucketAlreadyOwnedByYou",
+                "BucketAlreadyExists",
+            }:
+                raise
+
+    def env(self) -> dict[str, str]:
+        """Environment variables an S3 client (MLflow, boto3) needs to reach this server."""
+        return {
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            # Never let botocore probe the cloud metadata address: only loopback traffic is allowed here.
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+
+class MlflowServer(_Server):
+    """The MLflow tracking server: SQLite backend store, artifacts proxied to a bucket on an S3Server."""
+
+    name = "mlflow"
+    ready_timeout = 90.0
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        s3: S3Server,
+        bucket: str = "mlflow",
+        port: int | None = None,
+        python: str | None = None,
+    ) -> None:
+        super().__init__(workdir)
+        self.s3 = s3
+        self.bucket = bucket
+        self.host = LOOPBACK
+        self.port = port or free_port()
+        self.python = python or sys.executable
+        self.db_path = self.workdir / "mlflow.db"
+
+    @property
+    def uri(self) -> str:
+        """The tracking URI (also the UI's address)."""
+        return f"http://{self.host}:{self.port}"
+
+    def _ports(self) -> list[int]:
+        return [self.port]
+
+    def _before_start(self) -> None:
+        self.s3.create_bucket(self.bucket)
+
+    def _argv(self) -> list[str]:
+        allowed = f"{self.host}:{self.port},localhost:{self.port},{self.host},localhost"
+        return [
+            self.python,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.db_path}",
+            "--artifacts-destination",
+            f"s3://{self.bucket}/",
+            "--serve-artifacts",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            # The DNS-rebinding guard compares the Host header, port included, with this list.
+            "--allowed-hosts",
+            allowed,
+            "--workers",
+            "1",
+        ]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.s3.env())
+        # The GenAI job runner spawns several huey consumers that nothing here uses: spare the 2 cores.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _ready(self) -> bool:
+        if not _status_is(f"{self.uri}/health"):
+            return False
+        # /health skips the Host check; a REST call proves --allowed-hosts accepts how clients address us.
+        return _status_is(f"{self.uri}/api/2.0/mlflow/experiments/search?max_results=1")
+
+
+class GunicornApp(_Server):
+    """A Flask app under Gunicorn with per-instance state, log and Prometheus multiprocess dirs."""
+
+    ready_timeout = 60.0
+    # Longer than the shared gunicorn config's default graceful_timeout (30 s), so workers can flush.
+    stop_grace = 35.0
+
+    def __init__(
+        self,
+        name: str,
+        app_spec: str,
+        *,
+        env: Mapping[str, str],
+        workdir: str | os.PathLike[str],
+        workers: int = 2,
+        config_file: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        python: str | None = None,
+        ready_path: str = "/health",
+    ) -> None:
+        super().__init__(workdir)
+        self.name = name
+        self.app_spec = app_spec
+        self.extra_env = dict(env)
+        self.workers = workers
+        self.config_file = Path(config_file) if config_file is not None else None
+        self.host = LOOPBACK
+        self.port = port or free_port()
+        self.python = python or sys.executable
+        self.ready_path = ready_path
+        self.metrics_dir = self.workdir / "prometheus"
+        self.state_dir = self.workdir / "state"
+        self.app_log_dir = self.workdir / "app-logs"
+
+    @property
+    def url(self) -> str:
+        """http://127.0.0.1:PORT of Gunicorn itself (bypassing Nginx)."""
+        return f"http://{self.host}:{self.port}"
+
+    def _ports(self) -> list[int]:
+        return [self.port]
+
+    def _before_start(self) -> None:
+        # Samples of a previous run's workers must not be merged into this run's /metrics.
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        for path in (self.metrics_dir, self.state_dir, self.app_log_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def _argv(self) -> list[str]:
+        argv = [self.python, "-m", "gunicorn"]
+        if self.config_file is not None:
+            argv += ["-c", str(self.config_file)]
+        # Command-line values win over the config file's GUNICORN_BIND/GUNICORN_WORKERS defaults.
+        argv += ["--bind", f"{self.host}:{self.port}", "--workers", str(self.workers), self.app_spec]
+        return argv
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env.update(
+            {
+                "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+                "STATE_DIR": str(self.state_dir),
+                "LOG_DIR": str(self.app_log_dir),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def _ready(self) -> bool:
+        return _status_is(f"{self.url}{self.ready_path}")
+
+    def pids(self) -> list[int]:
+        """Process ids of the Gunicorn workers (children of the master), empty when stopped."""
+        if self.pid is None:
+            return []
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in children.split()]
+
+
+_LISTEN_RE = re.compile(r"^(\s*listen\s+)\$\{NGINX_PORT\}", re.MULTILINE)
+_LISTEN_V6_RE = re.compile(r"^\s*listen\s+\[::\]:\$\{NGINX_PORT\}[^\n]*\n?", re.MULTILINE)
+
+
+def render_template(text: str, *, port: int, upstream: str, host: str = LOOPBACK) -> str:
+    """Fill ${NGINX_PORT} and ${NGINX_UPSTREAM} only; nginx's own $variables stay as they are.
+
+    A bare `listen ${NGINX_PORT}` would bind every interface, so native runs bind it to host instead, and an
+    IPv6 `listen [::]:${NGINX_PORT}` line is dropped.
+    """
+    text = _LISTEN_V6_RE.sub("", text)
+    text = _LISTEN_RE.sub(lambda m: f"{m.group(1)}{host}:{port}", text)
+    return text.replace("${NGINX_PORT}", str(port)).replace("${NGINX_UPSTREAM}", upstream)
+
+
+class Nginx(_Server):
+    """Nginx running one service's server-block template in front of its Gunicorn."""
+
+    ready_timeout = 30.0
+
+    def __init__(
+        self,
+        name: str,
+        template_path: str | os.PathLike[str],
+        *,
+        upstream: str,
+        workdir: str | os.PathLike[str],
+        port: int | None = None,
+        binary: str | None = None,
+        ready_path: str = "/health",
+    ) -> None:
+        super().__init__(workdir)
+        self.name = name
+        self.template_path = Path(template_path)
+        self.upstream = upstream
+        self.host = LOOPBACK
+        self.port = port or free_port()
+        self.binary = binary or os.environ.get("NGINX_BIN") or shutil.which("nginx") or NGINX_BIN
+        self.ready_path = ready_path
+        self.conf_path = self.workdir / "nginx.conf"
+        self.access_log = self.log_dir / f"{name}-access.log"
+
+    @property
+    def url(self) -> str:
+        """http://127.0.0.1:PORT of this Nginx."""
+        return f"http://{self.host}:{self.port}"
+
+    def _ports(self) -> list[int]:
+        return [self.port]
+
+    def render(self) -> str:
+        """The full nginx.conf: a minimal main context wrapping the rendered server-block template."""
+        server_block = render_template(self.template_path.read_text(), port=self.port, upstream=self.upstream)
+        tmp = self.workdir / "tmp"
+        # As root the workers would drop to "nobody", which cannot enter a 0700 test dir for temp files.
+        user_line = "user root;\n" if os.geteuid() == 0 else ""
+        return (
+            f"# Generated by devstack from {self.template_path}; edit the template, not this file.\n"
+            "daemon off;\n"
+            "worker_processes 1;\n"
+            f"{user_line}"
+            f"pid {self.workdir / 'nginx.pid'};\n"
+            "error_log stderr info;\n"
+            "events {\n    worker_connections 256;\n}\n"
+            "http {\n"
+            "    include /etc/nginx/mime.types;\n"
+            "    default_type application/octet-stream;\n"
+            f"    access_log {self.access_log};\n"
+            f"    client_body_temp_path {tmp / 'client_body'};\n"
+            f"    proxy_temp_path {tmp / 'proxy'};\n"
+            f"    fastcgi_temp_path {tmp / 'fastcgi'};\n"
+            f"    uwsgi_temp_path {tmp / 'uwsgi'};\n"
+            f"    scgi_temp_path {tmp / 'scgi'};\n\n"
+            f"{server_block}\n"
+            "}\n"
+        )
+
+    def write_config(self) -> Path:
+        """Render nginx.conf into the work dir and create the dirs it names."""
+        (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(self.render())
+        return self.conf_path
+
+    def check_config(self, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Write the config and run `nginx -t` on it (the result carries nginx's messages in stderr)."""
+        self.write_config()
+        return subprocess.run(
+            [*self._argv(), "-t"], capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def _before_start(self) -> None:
+        self.write_config()
+
+    def _argv(self) -> list[str]:
+        # -e: errors found before the config is read go to stderr (our log), not /var/log/nginx.
+        return [self.binary, "-e", "stderr", "-c", str(self.conf_path), "-p", str(self.workdir)]
+
+    def _ready(self) -> bool:
+        return can_connect(self.port, self.host) and _status_is(f"{self.url}{self.ready_path}")

@@ -1,0 +1,301 @@
+"""The whole stack natively: FerretDB, S3, MLflow, then serving, ETL and training, each behind its Nginx."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from devstack.ports import pick_port
+from devstack.servers import REPO_ROOT, FerretDB, GunicornApp, MlflowServer, Nginx, S3Server
+
+log = logging.getLogger(__name__)
+
+MONGO_USER = "mlstack"
+DEFAULT_MONGO_DB = "DUMMY"
+MODEL_NAME = "sk-learn-linear-reg-model"
+MODEL_ALIAS = "champion"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """Where one Flask service lives in the repo and how Gunicorn loads it."""
+
+    name: str
+    folder: str
+    module: str
+
+    @property
+    def app_spec(self) -> str:
+        """Gunicorn's APP_MODULE: the app factory called once per worker."""
+        return f"{self.module}.app:create_app()"
+
+    @property
+    def root(self) -> Path:
+        """The service's folder in the repo."""
+        return REPO_ROOT / self.folder
+
+    @property
+    def gunicorn_config(self) -> Path | None:
+        """The service's gunicorn.conf.py, if it has one yet."""
+        path = self.root / "gunicorn.conf.py"
+        return path if path.is_file() else None
+
+    @property
+    def nginx_template(self) -> Path:
+        """The service's Nginx server-block template."""
+        return self.root / "nginx" / "default.conf.template"
+
+    def importable(self) -> bool:
+        """Tell whether the service's app module can be imported by this interpreter."""
+        try:
+            return importlib.util.find_spec(f"{self.module}.app") is not None
+        except ImportError:
+            return False
+
+
+# Start order matters: ETL needs serving's URL and training needs serving's reload URL.
+SERVICES = (
+    ServiceSpec("serving", "serving-flask", "serving"),
+    ServiceSpec("etl", "etl-flask-scheduler", "etl"),
+    ServiceSpec("training", "training-flask-scheduler", "training"),
+)
+
+
+def resolve_services(services: Iterable[str | ServiceSpec] | None) -> tuple[ServiceSpec, ...]:
+    """ServiceSpecs for names like "serving" (all services when None), kept in start order."""
+    if services is None:
+        return SERVICES
+    by_name = {spec.name: spec for spec in SERVICES}
+    wanted: list[ServiceSpec] = []
+    for item in services:
+        if isinstance(item, ServiceSpec):
+            wanted.append(item)
+        elif item in by_name:
+            wanted.append(by_name[item])
+        else:
+            raise ValueError(f"unknown service {item!r}; known: {', '.join(by_name)}")
+    order = {spec.name: i for i, spec in enumerate(SERVICES)}
+    return tuple(sorted(wanted, key=lambda spec: order.get(spec.name, len(order))))
+
+
+def load_or_create_secrets(workdir: Path) -> dict[str, str]:
+    """Credentials for a work dir: made once, then reused (FerretDB keeps its first user's password)."""
+    path = workdir / "secrets.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    values = {
+        "mongo_password": secrets.token_urlsafe(18),
+        "s3_access_key": "devstack" + secrets.token_hex(6),
+        "s3_secret_key": secrets.token_urlsafe(24),
+        "admin_token": secrets.token_urlsafe(32),
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Created private, so the secrets are never readable by others even for a moment.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(values, fh, indent=2)
+    return values
+
+
+class NativeStack:
+    """Starts the infrastructure and every importable service, wires their environment, stops in reverse."""
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        admin_token: str,
+        workers: int = 2,
+        extra_env: Mapping[str, str] | None = None,
+        mongo_db: str = DEFAULT_MONGO_DB,
+        ports: Mapping[str, int | list[int]] | None = None,
+        ferretdb: FerretDB | None = None,
+        s3: S3Server | None = None,
+        mlflow: MlflowServer | None = None,
+        services: Iterable[str | ServiceSpec] | None = None,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.admin_token = admin_token
+        self.workers = workers
+        self.extra_env = dict(extra_env or {})
+        self.mongo_db = mongo_db
+        # Preferred ports by component ("ferretdb", "s3", "mlflow", "serving", "serving-gunicorn", ...).
+        self.ports = dict(ports or {})
+        # Services asked for by name must start; with the default (all), missing ones are skipped.
+        self.strict = services is not None
+        self.services = resolve_services(services)
+        # Servers handed in belong to the caller (e.g. session fixtures): started if needed, never stopped.
+        self._borrowed = {id(s) for s in (ferretdb, s3, mlflow) if s is not None}
+        self.ferretdb = ferretdb
+        self.s3 = s3
+        self.mlflow = mlflow
+        self.apps: dict[str, GunicornApp] = {}
+        self.nginx: dict[str, Nginx] = {}
+        self.skipped: list[str] = []
+        self._started: list[FerretDB | S3Server | MlflowServer | GunicornApp | Nginx] = []
+
+    def _port(self, key: str) -> int:
+        wanted = self.ports.get(key, [])
+        return pick_port([wanted] if isinstance(wanted, int) else list(wanted))
+
+    def _start(self, server: FerretDB | S3Server | MlflowServer | GunicornApp | Nginx) -> None:
+        server.start()
+        if id(server) not in self._borrowed:
+            self._started.append(server)
+
+    def start(self) -> Self:
+        """Start everything in dependency order; on failure stop what started and re-raise."""
+        try:
+            self._start_infra()
+            for spec in self.services:
+                self._start_service(spec)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_infra(self) -> None:
+        creds = load_or_create_secrets(self.workdir)
+        if self.ferretdb is None:
+            self.ferretdb = FerretDB(
+                self.workdir / "ferretdb",
+                username=MONGO_USER,
+                password=creds["mongo_password"],
+                port=self._port("ferretdb"),
+            )
+        self._start(self.ferretdb)
+        if self.s3 is None:
+            self.s3 = S3Server(
+                self.workdir / "s3",
+                access_key=creds["s3_access_key"],
+                secret_key=creds["s3_secret_key"],
+                port=self._port("s3"),
+            )
+        self._start(self.s3)
+        if self.mlflow is None:
+            self.mlflow = MlflowServer(self.workdir / "mlflow", s3=self.s3, port=self._port("mlflow"))
+        self._start(self.mlflow)
+
+    def _service_env(self, spec: ServiceSpec) -> dict[str, str]:
+        assert self.ferretdb is not None and self.mlflow is not None
+        env = {
+            "ADMIN_TOKEN": self.admin_token,
+            "MONGO_URI": self.ferretdb.uri,
+            "MONGO_DB": self.mongo_db,
+            "MLFLOW_TRACKING_URI": self.mlflow.uri,
+        }
+        serving_url = self.nginx["serving"].url if "serving" in self.nginx else None
+        if spec.name == "serving":
+            env.update({"MODEL_NAME": MODEL_NAME, "MODEL_ALIAS": MODEL_ALIAS})
+        elif spec.name == "etl" and serving_url:
+            env["PREDICTAPI"] = f"{serving_url}/predict"
+        elif spec.name == "training" and serving_url:
+            env["LOADMODELAPI"] = f"{serving_url}/loadModel/"
+        env.update(self.extra_env)
+        return env
+
+    def _skip(self, spec: ServiceSpec, reason: str) -> None:
+        if self.strict:
+            raise RuntimeError(f"cannot start {spec.name}: {reason}")
+        log.warning("skipping %s: %s", spec.name, reason)
+        self.skipped.append(spec.name)
+
+    def _start_service(self, spec: ServiceSpec) -> None:
+        if not spec.importable():
+            self._skip(spec, f"{spec.module}.app is not importable (not written or installed yet)")
+            return
+        if not spec.nginx_template.is_file():
+            self._skip(spec, f"no Nginx template at {spec.nginx_template}")
+            return
+        app = GunicornApp(
+            spec.name,
+            spec.app_spec,
+            env=self._service_env(spec),
+            workdir=self.workdir / spec.name,
+            workers=self.workers,
+            config_file=spec.gunicorn_config,
+            port=self._port(f"{spec.name}-gunicorn"),
+        )
+        self.apps[spec.name] = app
+        self._start(app)
+        nginx = Nginx(
+            f"{spec.name}-nginx",
+            spec.nginx_template,
+            upstream=f"{app.host}:{app.port}",
+            workdir=self.workdir / f"{spec.name}-nginx",
+            port=self._port(spec.name),
+        )
+        self.nginx[spec.name] = nginx
+        self._start(nginx)
+
+    @property
+    def mongo_uri(self) -> str:
+        """The MongoDB URI with credentials (what the services get as MONGO_URI)."""
+        assert self.ferretdb is not None, "stack not started"
+        return self.ferretdb.uri
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The MLflow tracking URI."""
+        assert self.mlflow is not None, "stack not started"
+        return self.mlflow.uri
+
+    def stop_app(self, name: str, *, nginx: bool = False) -> None:
+        """Stop one service's Gunicorn (its Nginx keeps answering 502/503 unless nginx=True)."""
+        if nginx:
+            self.nginx[name].stop()
+        self.apps[name].stop()
+
+    def start_app(self, name: str) -> None:
+        """Start a stopped service again on the same ports, Gunicorn first, then its Nginx if stopped."""
+        self.apps[name].start()
+        self.nginx[name].start()
+
+    @property
+    def servers(self) -> list[FerretDB | S3Server | MlflowServer | GunicornApp | Nginx]:
+        """The servers this stack started (and will stop), oldest first."""
+        return list(self._started)
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Every address of the running stack (the MongoDB URI with its password masked)."""
+        urls: dict[str, str] = {}
+        for name, nginx in self.nginx.items():
+            urls[name] = nginx.url
+        for name, app in self.apps.items():
+            urls[f"{name}-gunicorn"] = app.url
+        if self.mlflow is not None:
+            urls["mlflow"] = self.mlflow.uri
+        if self.s3 is not None:
+            urls["s3"] = self.s3.endpoint_url
+        if self.ferretdb is not None:
+            urls["mongo"] = self.ferretdb.display_uri
+        return urls
+
+    def stop(self) -> None:
+        """Stop what this stack started, newest first; logs failures and never raises."""
+        while self._started:
+            server = self._started.pop()
+            try:
+                server.stop()
+            except Exception:
+                log.exception("stopping %s failed", server.name)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Installs what the tests and the native dev stack need: Debian packages, FerretDB and versitygw (built with
+# Go into .tools/bin), newman (npm, into .tools/node) and the Python venv (.venv). Safe to re-run; each step
+# is skipped when its result is already there, so a warm run takes about a second.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$REPO/.tools"
+BIN="$TOOLS/bin"
+VENV="$REPO/.venv"
+
+FERRETDB_VERSION="v1.24.2"   # last release with the SQLite backend
+VERSITYGW_VERSION="v1.7.0"
+NEWMAN_VERSION="6.2.2"
+PYTHON="${PYTHON:-python3.11}"
+# Editable installs, in dependency order; a folder without pyproject.toml yet is skipped with a warning.
+PACKAGES=(core serving-flask etl-flask-scheduler training-flask-scheduler)
+
+CLEANUP=()
+cleanup() { if [ "${#CLEANUP[@]}" -gt 0 ]; then rm -rf "${CLEANUP[@]}"; fi; }
+trap cleanup EXIT
+
+log() { printf '[install] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+install_debian_packages() {
+    local missing=()
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+    # Headless Chromium is for the UI screenshot check; fonts make text render.
+    command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+        || missing+=(chromium fonts-liberation)
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return
+    fi
+    log "apt-get install ${missing[*]}"
+    as_root apt-get update -qq
+    # policy-rc.d on these machines keeps nginx/prometheus from starting as system services on install.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+setup_go() {
+    if ! command -v go >/dev/null 2>&1; then
+        export PATH="/usr/local/go/bin:$PATH"
+    fi
+    command -v go >/dev/null 2>&1 || { log "Go not found (expected /usr/local/go/bin/go)"; exit 1; }
+    # Never let a too-old Go fetch a toolchain behind our back.
+    export GOTOOLCHAIN=local CGO_ENABLED=0
+}
+
+ferretdb_ok() {
+    [ -x "$BIN/ferretdb" ] && "$BIN/ferretdb" --version 2>/dev/null | grep -qx "version: $FERRETDB_VERSION"
+}
+
+install_ferretdb() {
+    if ferretdb_ok; then
+        return
+    fi
+    setup_go
+    log "building ferretdb $FERRETDB_VERSION"
+    # A plain `go install ...@v1.24.2` builds a binary that panics at start-up: the module lacks the
+    # generated build/version/version.txt. So build the module's source with that file written.
+    local src work
+    work="$(mktemp -d)"
+    CLEANUP+=("$work")
+    # Run outside any module (an empty dir) so go.mod files around do not matter.
+    src="$(cd "$work" && go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [ -d "$src" ] || { log "go mod download gave no source dir for FerretDB"; exit 1; }
+    cp -R "$src/." "$work/"
+    chmod -R u+w "$work"
+    echo "$FERRETDB_VERSION" >"$work/build/version/version.txt"
+    mkdir -p "$BIN"
+    (cd "$work" && go build -trimpath -buildvcs=false -o "$BIN/ferretdb.new" ./cmd/ferretdb)
+    mv -f "$BIN/ferretdb.new" "$BIN/ferretdb"
+    ferretdb_ok || { log "built ferretdb does not report $FERRETDB_VERSION"; exit 1; }
+}
+
+versitygw_ok() {
+    [ -x "$BIN/versitygw" ] || return 1
+    "$BIN/versitygw" --version 2>/dev/null | grep -q "Version *: ${VERSITYGW_VERSION}\$" && return 0
+    # A build without our -ldflags says "git"; the module version recorded in the binary still tells.
+    local go_bin
+    go_bin="$(command -v go || echo /usr/local/go/bin/go)"
+    [ -x "$go_bin" ] || return 1
+    "$go_bin" version -m "$BIN/versitygw" 2>/dev/null \
+        | grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/versity/versitygw[[:space:]]+${VERSITYGW_VERSION}[[:space:]]"
+}
+
+install_versitygw() {
+    if versitygw_ok; then
+        return
+    fi
+    setup_go
+    log "building versitygw $VERSITYGW_VERSION"
+    mkdir -p "$BIN"
+    GOBIN="$BIN" go install -trimpath -ldflags "-X main.Version=$VERSITYGW_VERSION" \
+        "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+    versitygw_ok || { log "built versitygw does not report $VERSITYGW_VERSION"; exit 1; }
+}
+
+install_newman() {
+    local pkg="$TOOLS/node/node_modules/newman/package.json"
+    if [ -f "$pkg" ] && [ "$(node -p "require('$pkg').version" 2>/dev/null)" = "$NEWMAN_VERSION" ]; then
+        ln -sfn ../node/node_modules/.bin/newman "$BIN/newman"
+        return
+    fi
+    log "npm install newman@$NEWMAN_VERSION"
+    mkdir -p "$TOOLS/node" "$BIN"
+    # --no-package-lock/--no-save: nothing with registry URLs is written, and only under .tools (ignored).
+    npm install --prefix "$TOOLS/node" --no-package-lock --no-save --no-audit --no-fund --loglevel=error \
+        "newman@$NEWMAN_VERSION" >/dev/null
+    ln -sfn ../node/node_modules/.bin/newman "$BIN/newman"
+}
+
+venv_stamp() {
+    # Everything that decides the venv's contents: a change to any of these means reinstall.
+    local dir
+    {
+        "$PYTHON" -c 'import sys; print(sys.version)'
+        sha256sum "$REPO/constraints.txt" "$REPO/requirements-dev.txt" | cut -d' ' -f1
+        for dir in "${PACKAGES[@]}"; do
+            if [ -f "$REPO/$dir/pyproject.toml" ]; then
+                echo "$dir $(sha256sum <"$REPO/$dir/pyproject.toml" | cut -d' ' -f1)"
+            else
+                echo "$dir missing"
+            fi
+        done
+    } | sha256sum | cut -d' ' -f1
+}
+
+install_venv() {
+    command -v "$PYTHON" >/dev/null 2>&1 || { log "$PYTHON not found on PATH"; exit 1; }
+    local stamp_file="$VENV/.install-stamp" stamp dir
+    stamp="$(venv_stamp)"
+    if [ -x "$VENV/bin/python" ] && [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; then
+        return
+    fi
+    if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        log "creating $VENV with $PYTHON"
+        rm -rf "$VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local editable=()
+    for dir in "${PACKAGES[@]}"; do
+        if [ -f "$REPO/$dir/pyproject.toml" ]; then
+            editable+=(-e "$REPO/$dir")
+        else
+            log "WARNING: $dir has no pyproject.toml yet; not installing it"
+        fi
+    done
+    log "pip install (constraints.txt, requirements-dev.txt, ${#editable[@]} editable args)"
+    rm -f "$stamp_file"
+    # One resolve for everything, so the editable packages' dependencies honour the same pins.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -c "$REPO/constraints.txt" -r "$REPO/requirements-dev.txt" "${editable[@]}"
+    echo "$stamp" >"$stamp_file"
+}
+
+main() {
+    local started=$SECONDS
+    cd "$REPO"
+    install_debian_packages
+    mkdir -p "$BIN"
+    install_ferretdb
+    install_versitygw
+    install_newman
+    install_venv
+    log "done in $((SECONDS - started))s (tools in $BIN, venv in $VENV)"
+}
+
+main "$@"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The full check CI runs: install (idempotent), lint, the pytest suite (real servers through the devstack
+# plugin), then the Postman collection through newman when scripts/newman.sh exists.
+# Extra arguments go to pytest, e.g. scripts/test.sh -k harness -x
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "install"
+scripts/install.sh
+
+step "ruff"
+.venv/bin/ruff check .
+
+step "pytest"
+export PYTHONPATH="$REPO/scripts${PYTHONPATH:+:$PYTHONPATH}"
+rc=0
+.venv/bin/python -m pytest -p no:cacheprovider "$@" || rc=$?
+if [ "$rc" -eq 5 ]; then
+    echo "pytest collected no tests: failing, a green run must have run something" >&2
+    exit 1
+elif [ "$rc" -ne 0 ]; then
+    exit "$rc"
+fi
+
+if [ -f scripts/newman.sh ]; then
+    step "newman"
+    bash scripts/newman.sh
+fi
+
+step "all checks passed"
