@@ -164,6 +164,11 @@ def render() -> str:
 
 
 if __name__ == "__main__":
+    if "--check" in sys.argv[1:]:
+        if not OUT.exists() or OUT.read_text(encoding="utf-8") != render():
+            sys.stdout.write(f"{OUT} is stale: run python scripts/make_postman.py\n")
+            sys.exit(1)
+        sys.exit(0)
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(render(), encoding="utf-8")
     sys.stdout.write(f"wrote {OUT}\n")
