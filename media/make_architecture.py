@@ -7,17 +7,19 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 OUT = Path(__file__).with_name("architecture.png")
 
 BOXES = {
     # name: (x, y, w, h, colour, label)
     "client": (0.2, 4.3, 2.0, 1.0, "#eeeeee", "Clients\ncurl / Postman"),
-    "etl": (3.0, 5.6, 2.8, 1.2, "#cfe2f3", "etl-flask-scheduler\nNginx :5554 → Gunicorn\nAPScheduler (1 worker)"),
+    "etl": (3.0, 5.6, 2.8, 1.2, "#cfe2f3",
+            "etl-flask-scheduler\nNginx :5554 → Gunicorn\nAPScheduler (1 worker)"),
     "serving": (3.0, 3.3, 2.8, 1.2, "#d9ead3", "serving-flask\nNginx :80 → Gunicorn\nchampion model per worker"),
-    "training": (3.0, 1.0, 2.8, 1.2, "#fce5cd", "training-flask-scheduler\nNginx :5555 → Gunicorn\nAPScheduler (1 worker)"),
+    "training": (3.0, 1.0, 2.8, 1.2, "#fce5cd",
+                 "training-flask-scheduler\nNginx :5555 → Gunicorn\nAPScheduler (1 worker)"),
     "mongo": (7.0, 4.5, 2.4, 1.1, "#fff2cc", "MongoDB\nDUMMY.dummy_col_demo\npredictions, jobs, locks"),
     "mlflow": (7.0, 1.6, 2.4, 1.1, "#ead1dc", "MLflow :5000\ntracking + registry\n(PostgreSQL / SQLite)"),
     "s3": (10.2, 1.6, 1.9, 1.1, "#ead1dc", "MinIO / S3\nmodel artifacts"),

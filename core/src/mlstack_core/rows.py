@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import operator
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import bson
 import numpy as np
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, UpdateOne
@@ -118,3 +120,42 @@ class RowsRepository:
     def exact_count(self) -> int:
         """Exact number of rows (count_documents)."""
         return self.col.count_documents({})
+
+    def labelled_arrays(
+        self, *, batch_size: int = 10_000, max_time_ms: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Every row with a quality: (features in FEATURES order, quality, number of malformed rows skipped).
+
+        Streams raw BSON batches of only the 12 fields into numpy blocks: no list of documents, no DataFrame
+        built from dicts, memory bounded by one batch plus the result.
+        """
+        projection = {name: 1 for name in (*FEATURES, TARGET)} | {"_id": 0}
+        getter = operator.itemgetter(*FEATURES, TARGET)
+        blocks: list[np.ndarray] = []
+        skipped = 0
+        cursor = self.col.find_raw_batches(
+            {TARGET: {"$ne": None}}, projection, batch_size=batch_size, max_time_ms=max_time_ms
+        )
+        with cursor:
+            for raw in cursor:
+                docs = bson.decode_all(raw)
+                if not docs:
+                    continue
+                try:
+                    block = np.array([getter(doc) for doc in docs], dtype=np.float64)
+                except (KeyError, TypeError, ValueError):
+                    block = _tolerant_block(docs, getter)
+                finite = np.isfinite(block).all(axis=1)  # None becomes NaN above: dropped here
+                skipped += len(docs) - int(finite.sum())
+                blocks.append(block[finite])
+        data = np.vstack(blocks) if blocks else np.empty((0, len(FEATURES) + 1))
+        return data[:, :-1], data[:, -1], skipped
+
+
+def _tolerant_block(docs: list[dict[str, Any]], getter: operator.itemgetter) -> np.ndarray:
+    # The slow path for a batch with a malformed row: such rows become NaN and are dropped by the caller.
+    block = np.full((len(docs), len(FEATURES) + 1), np.nan)
+    for i, doc in enumerate(docs):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            block[i] = np.array(getter(doc), dtype=np.float64)
+    return block

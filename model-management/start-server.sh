@@ -1,0 +1,26 @@
+#!/bin/sh
+# Start the MLflow tracking + model registry server: make sure the artifact bucket exists, then exec the server
+# (it becomes PID 1's child directly, so it receives the container's SIGTERM).
+# Artifacts are proxied (--serve-artifacts): only this server needs the S3 credentials.
+set -eu
+
+: "${MLFLOW_BACKEND_STORE_URI:=sqlite:////data/mlflow.db}"
+: "${MLFLOW_BUCKET:=mlflow}"
+: "${MLFLOW_ARTIFACTS_DESTINATION:=s3://${MLFLOW_BUCKET}/}"
+: "${MLFLOW_HOST:=0.0.0.0}"
+: "${MLFLOW_PORT:=5000}"
+# The server refuses requests whose Host header is not listed (DNS-rebinding guard): name every way it is reached.
+: "${MLFLOW_SERVER_ALLOWED_HOSTS:=mlflow:${MLFLOW_PORT},localhost:${MLFLOW_PORT},127.0.0.1:${MLFLOW_PORT}}"
+: "${MLFLOW_WORKERS:=2}"
+export MLFLOW_BUCKET
+
+python "$(dirname "$0")/create_bucket.py"
+
+exec mlflow server \
+    --backend-store-uri "${MLFLOW_BACKEND_STORE_URI}" \
+    --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION}" \
+    --serve-artifacts \
+    --host "${MLFLOW_HOST}" \
+    --port "${MLFLOW_PORT}" \
+    --workers "${MLFLOW_WORKERS}" \
+    --allowed-hosts "${MLFLOW_SERVER_ALLOWED_HOSTS}"

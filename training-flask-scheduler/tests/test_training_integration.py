@@ -1,0 +1,358 @@
+"""Training against real servers: FerretDB, an S3 gateway and an MLflow server proxying its artifacts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+from mlstack_core import metrics as core_metrics
+from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
+from mlstack_core.jobs import JobRunner
+from mlstack_core.rows import RowsRepository
+from training.metrics import MODEL_METRIC
+
+pytestmark = [
+    pytest.mark.integration,
+    # MLflow warns (in colour) about its own type hints while importing mlflow.pyfunc, needed by log/load_model.
+    pytest.mark.filterwarnings("ignore:.*Any type hint is inferred:UserWarning"),
+]
+logger = logging.getLogger(__name__)
+
+ADMIN_TOKEN = "training-integration-token-0123456789"
+SERVING_TOKEN = "serving-integration-token-0123456789"
+DEADLINE_SECONDS = 120
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+
+
+class ServingStub:
+    """Stands in for serving's reload endpoint and remembers every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, str]] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                stub.calls.append({"path": self.path, "authorization": self.headers.get("Authorization", "")})
+                body = json.dumps({"reloaded": True, "model": {"version": "stub"}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                logger.debug("serving stub: %s", args)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/loadModel/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def serving_stub() -> Iterator[ServingStub]:
+    """A fake serving reload endpoint on a free loopback port."""
+    stub = ServingStub()
+    try:
+        yield stub
+    finally:
+        stub.close()
+
+
+@pytest.fixture
+def isolated(ferretdb, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A fresh database, model name and experiment per test; the database is dropped afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    names = {"mongo_db": f"training_{suffix}", "model_name": f"wine-{suffix}",
+             "mlflow_experiment_name": f"wine-quality-{suffix}"}
+    yield names
+    client = ferretdb.client()
+    try:
+        client.drop_database(names["mongo_db"])
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def make_app(isolated, ferretdb, mlflow_server, serving_stub, tmp_path: Path):
+    """Build a training app on the real servers; keyword arguments override settings."""
+
+    def build(**overrides: Any):
+        from training.app import create_app
+
+        config = {
+            "admin_token": ADMIN_TOKEN,
+            "mongo_uri": ferretdb.uri,
+            "state_dir": tmp_path / "state",
+            "log_dir": tmp_path / "logs",
+            "scheduler_enabled": False,
+            "mlflow_tracking_uri": mlflow_server.uri,
+            "load_model_api": serving_stub.url,
+            "serving_admin_token": SERVING_TOKEN,
+            "serving_nudge_retries": 0,
+            **isolated,
+            **overrides,
+        }
+        return create_app(config)
+
+    return build
+
+
+@pytest.fixture
+def labelled_rows(ferretdb, isolated) -> int:
+    """400 labelled rows in the app's collection, plus rows training must skip; returns the labelled count."""
+    client = ferretdb.client()
+    try:
+        col = client[isolated["mongo_db"]]["dummy_col_demo"]
+        repo = RowsRepository(col)
+        frame = generate_frame(400, seed=11)
+        repo.insert_batch(frame[list(FEATURES)].to_numpy(np.float64), frame[TARGET].tolist(), source="seed",
+                          batch_id="seed", pending=False)
+        unlabelled = generate_frame(30, seed=12)
+        repo.insert_batch(unlabelled[list(FEATURES)].to_numpy(np.float64), [None] * 30, source="seed",
+                          batch_id="unlabelled", pending=True)
+        col.insert_one({**{name: 1.0 for name in FEATURES}, "alcohol": "strong", TARGET: 6})  # malformed
+    finally:
+        client.close()
+    return 400
+
+
+def run_job(app) -> dict[str, Any]:
+    """One run through the job runner (run record, JOB_* metrics), synchronously, without a scheduler."""
+    return JobRunner(app.extensions["job_service"]).execute(uuid.uuid4().hex, "manual")
+
+
+def aliases(app) -> dict[str, str]:
+    """The model's aliases as the registry has them."""
+    return app.extensions["training"].registry.aliases()
+
+
+def s3_keys(s3_server, mlflow_server, artifact_uri: str) -> list[str]:
+    """Objects in the bucket under a version's mlflow-artifacts: URI."""
+    prefix = urlparse(artifact_uri).path.strip("/") + "/"
+    response = s3_server.client().list_objects_v2(Bucket=mlflow_server.bucket, Prefix=prefix)
+    return [obj["Key"] for obj in response.get("Contents", [])]
+
+
+def job_failures() -> float:
+    """The failure count of the training job in core's JOB_RUNS counter."""
+    return core_metrics.JOB_RUNS.labels("training", "training", "failure")._value.get()
+
+
+# ----------------------------------------------------------------------------------------------- tests
+
+
+def test_train_reject_promote_and_rollback(make_app, labelled_rows, serving_stub, s3_server, mlflow_server) -> None:
+    # 1. First model on a fresh registry: becomes champion; its files are in the bucket.
+    weak = make_app(alpha=50.0)  # heavily regularised: little better than predicting the mean
+    started = time.perf_counter()
+    record = run_job(weak)
+    logger.info("one training run took %.2f s", time.perf_counter() - started)
+    assert record["status"] == "succeeded", record["error"]
+    first = record["result"]
+    assert first["outcome"] == "promoted" and first["lock"] == "acquired"
+    assert first["data"]["source"] == "mongodb"
+    assert first["data"]["rows"] == labelled_rows and first["data"]["skipped_rows"] == 1
+    assert first["promotion"]["reason"].startswith("no champion yet")
+    v1 = first["model_version"]
+    assert aliases(weak) == {"champion": v1, "challenger": v1}
+    registry = weak.extensions["training"].registry
+    v1_uri = registry.artifact_uri(v1)
+    assert v1_uri.startswith("mlflow-artifacts:/") and "/models/" in v1_uri
+    v1_files = s3_keys(s3_server, mlflow_server, v1_uri)
+    assert any(key.endswith("MLmodel") for key in v1_files) and any(key.endswith("model.skops") for key in v1_files)
+    assert serving_stub.calls == [{"path": "/loadModel/", "authorization": f"Bearer {SERVING_TOKEN}"}]
+    model = registry.load(v1)
+    assert list(model.feature_names_in_) == list(FEATURES)
+
+    # 2. A better model that must win by a huge margin: rejected, champion unchanged, no reload.
+    strict = make_app(alpha=0.01, promotion_min_improvement=1e6)
+    second = run_job(strict)["result"]
+    assert second["outcome"] == "rejected"
+    v2 = second["model_version"]
+    assert second["promotion"]["champion_version"] == v1
+    assert second["metrics"]["mae"] < second["promotion"]["champion_metrics"]["mae"]  # better, not enough
+    assert aliases(strict) == {"champion": v1, "challenger": v2}
+    assert len(serving_stub.calls) == 1
+    tags = registry.version_for_alias("challenger").tags
+    assert tags["promotion.outcome"] == "rejected" and "not more than required" in tags["promotion.reason"]
+
+    # 3. The same better model with the default margin: promoted, the old champion kept as previous_champion.
+    fair = make_app(alpha=0.01)
+    third = run_job(fair)["result"]
+    assert third["outcome"] == "promoted"
+    v3 = third["model_version"]
+    assert aliases(fair) == {"champion": v3, "previous_champion": v1, "challenger": v3}
+    assert third["promotion"]["improvement"] > 0
+    assert third["serving_nudge"]["ok"] is True and len(serving_stub.calls) == 2
+    assert MODEL_METRIC.labels("champion", "mae")._value.get() == pytest.approx(third["metrics"]["mae"])
+
+    client = fair.test_client()
+    decisions = client.get("/promotions?n=10").get_json()["promotions"]
+    assert [d["outcome"] for d in decisions] == ["promoted", "rejected", "promoted"]
+    assert decisions[1]["challenger_version"] == v2 and decisions[1]["champion_metrics"]["mae"] > 0
+    status = client.get("/model").get_json()
+    assert status["aliases"]["champion"]["version"] == v3
+    assert status["aliases"]["champion"]["promotion"]["outcome"] == "promoted"
+
+    # 4. Rollback: v1 is champion again, v3 becomes previous_champion; recorded; serving nudged.
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = client.post("/model/rollback", headers=admin)
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert (body["outcome"], body["champion_version"], body["previous_champion_version"]) == ("rollback", v1, v3)
+    assert aliases(fair) == {"champion": v1, "previous_champion": v3, "challenger": v3}
+    assert len(serving_stub.calls) == 3
+    assert client.get("/promotions?n=1").get_json()["promotions"][0]["outcome"] == "rollback"
+    assert registry.version_for_alias("champion").tags["promotion.outcome"] == "rollback"
+
+
+def test_retention_deletes_unaliased_versions_and_their_files(
+    make_app, labelled_rows, s3_server, mlflow_server
+) -> None:
+    app = make_app(retention_keep_versions=1)
+    registry = app.extensions["training"].registry
+    v1 = run_job(app)["result"]["model_version"]  # champion
+    second = run_job(app)["result"]  # same data and seed: a tie, rejected; holds challenger
+    assert second["outcome"] == "rejected" and second["retention"]["deleted"] == []
+    v2 = second["model_version"]
+    v2_uri = registry.artifact_uri(v2)
+    assert s3_keys(s3_server, mlflow_server, v2_uri)
+
+    third = run_job(app)["result"]  # challenger moves on: v2 holds no alias and is beyond the newest 1
+    v3 = third["model_version"]
+    assert [d["version"] for d in third["retention"]["deleted"]] == [v2]
+    assert third["retention"]["errors"] == []
+    assert s3_keys(s3_server, mlflow_server, v2_uri) == []  # the files are gone from the bucket itself
+    assert [v.version for v in registry.versions()] == [v3, v1]
+    assert s3_keys(s3_server, mlflow_server, registry.artifact_uri(v1))  # the aliased champion's files stay
+    assert registry.load(v1) is not None
+
+    # Age-based: everything older than a moment goes, except versions holding an alias.
+    aged = make_app(retention_keep_versions=100, retention_max_age_days=1e-9)
+    v3_uri = registry.artifact_uri(v3)
+    fourth = run_job(aged)["result"]
+    assert [d["version"] for d in fourth["retention"]["deleted"]] == [v3]
+    assert s3_keys(s3_server, mlflow_server, v3_uri) == []
+    assert [v.version for v in registry.versions()] == [fourth["model_version"], v1]
+    assert aliases(app)["champion"] == v1
+
+
+def test_mlflow_down_during_training_fails_cleanly(make_app, labelled_rows, mlflow_server, monkeypatch) -> None:
+    app = make_app()
+    v1 = run_job(app)["result"]["model_version"]
+    failures = job_failures()
+
+    import training.services
+
+    real_loader = training.services.load_training_data
+
+    def loader_that_loses_the_registry(*args: Any, **kwargs: Any):
+        # The registry answered the run's first call; it goes away while the data is read and the model fitted.
+        mlflow_server.stop()
+        return real_loader(*args, **kwargs)
+
+    monkeypatch.setattr(training.services, "load_training_data", loader_that_loses_the_registry)
+    try:
+        record = run_job(app)
+    finally:
+        mlflow_server.start()
+    assert record["status"] == "failed"
+    assert "MLflow" in record["error"] and "nothing was promoted" in record["error"]
+    assert record["result"] is None
+    assert job_failures() == failures + 1
+    stored = app.extensions["job_service"].runs.get(record["run_id"])
+    assert stored["status"] == "failed" and stored["error"] == record["error"]
+    assert aliases(app) == {"champion": v1, "challenger": v1}  # nothing half-promoted
+    assert [v.version for v in app.extensions["training"].registry.versions()] == [v1]
+
+
+def test_mlflow_unreachable_from_the_start_fails_fast(make_app) -> None:
+    app = make_app(mlflow_tracking_uri="http://127.0.0.1:1")
+    failures = job_failures()
+    record = run_job(app)
+    assert record["status"] == "failed" and "during 'connect'" in record["error"]
+    assert job_failures() == failures + 1
+
+
+def test_mongodb_down_trains_on_generated_rows(make_app) -> None:
+    app = make_app(mongo_uri="mongodb://127.0.0.1:1/", mongo_timeout_ms=300, fallback_rows=600)
+    record = run_job(app)
+    assert record["status"] == "succeeded", record["error"]
+    summary = record["result"]
+    assert summary["lock"] == "unavailable"
+    assert summary["data"]["source"] == "generated" and summary["data"]["rows"] == 600
+    assert "MongoDB unreachable" in summary["data"]["reason"]
+    assert summary["outcome"] == "promoted"
+    assert summary["promotion"]["recorded_in_mongodb"] is False
+    # The decision is still on the version, even though MongoDB could not store it.
+    tags = app.extensions["training"].registry.version_for_alias("champion").tags
+    assert tags["promotion.outcome"] == "promoted"
+
+
+def test_a_held_lease_skips_the_run(make_app, ferretdb, isolated) -> None:
+    from mlstack_core.locks import MongoLease
+
+    client = ferretdb.client()
+    try:
+        other = MongoLease(client[isolated["mongo_db"]], "training", ttl_seconds=60, holder="another-replica")
+        assert other.acquire()
+        record = run_job(make_app())
+        other.release()
+    finally:
+        client.close()
+    assert record["status"] == "succeeded"
+    assert record["result"]["outcome"] == "skipped" and record["result"]["lock"] == "held"
+
+
+def test_bootstrap_trains_at_start_then_manual_runs_are_asynchronous(make_app, labelled_rows) -> None:
+    started = time.monotonic()
+    app = make_app(scheduler_enabled=True)
+    registry = app.extensions["training"].registry
+    try:
+        champion = None
+        while champion is None and time.monotonic() - started < DEADLINE_SECONDS:
+            champion = registry.version_for_alias("champion")
+            if champion is None:
+                time.sleep(0.5)
+        assert champion is not None, "no champion after bootstrap"
+        logger.info("bootstrap to champion took %.2f s", time.monotonic() - started)
+
+        client = app.test_client()
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        assert client.get("/jobs/training").get_json()["schedule"]["seconds"] == 3600
+        response = client.post("/jobs/training/run", headers=admin)
+        assert response.status_code == 202
+        status_url = response.get_json()["status_url"]
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        body = response.get_json()
+        while body["status"] in {"queued", "running"} and time.monotonic() < deadline:
+            time.sleep(0.5)
+            body = client.get(status_url).get_json()
+        assert body["status"] == "succeeded", body
+        assert body["result"]["outcome"] == "rejected"  # same rows, same seed: a tie keeps the champion
+
+        response = client.post("/model/rollback", headers=admin)
+        assert response.status_code == 409
+        assert response.get_json()["error_code"] == "NO_PREVIOUS_CHAMPION"
+    finally:
+        app.extensions["job_runner"].stop()
+        app.extensions["leader"].stop()

@@ -1,0 +1,64 @@
+"""HTTP endpoints of the training service (the job's routes come from mlstack_core.job_routes)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from mlstack_core.appkit import get_settings
+from mlstack_core.auth import require_admin
+from mlstack_core.errors import ApiError
+from training.services import TrainingService
+
+bp = Blueprint("training", __name__)
+
+MAX_PROMOTIONS = 500
+
+
+def _service() -> TrainingService:
+    return current_app.extensions["training"]
+
+
+@bp.get("/")
+def index():
+    """What this service is and its endpoints."""
+    settings = get_settings()
+    return jsonify(
+        service="training",
+        model_name=settings.model_name,
+        experiment=settings.mlflow_experiment_name,
+        promotion_rule=_service().rule.describe(),
+        endpoints={
+            "GET /jobs/training, GET /getTrainingJob/": "the schedule",
+            "PUT /jobs/training, POST /modifyTrainingJob/": "change the schedule (admin token)",
+            "POST /jobs/training/pause|resume, GET /pauseTrainingJob/ /resumeTrainingJob/":
+                "pause/resume the schedule (admin token)",
+            "POST /jobs/training/run, GET /manualTraining/": "train now: 202 + run id; ?wait=N waits (admin token)",
+            "GET /jobs/runs/<run_id>": "a run's status and summary (data source, metrics, promotion decision)",
+            "GET /model": "which versions hold champion, previous_champion and challenger",
+            "GET /promotions?n=20": "the latest promotion decisions",
+            "POST /model/rollback": "champion back to previous_champion, then serving reloads (admin token)",
+            "GET /health, GET /ready, GET /metrics": "probes and Prometheus metrics",
+        },
+    )
+
+
+@bp.get("/model")
+def model_status():
+    """The versions holding the aliases and their recorded promotion decision."""
+    return jsonify(_service().model_status())
+
+
+@bp.get("/promotions")
+def promotions():
+    """The latest promotion decisions, newest first (default 20)."""
+    raw = request.args.get("n", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PROMOTIONS:
+        raise ApiError(400, "INVALID_PARAMETER", f"n must be a whole number from 1 to {MAX_PROMOTIONS}.")
+    return jsonify(promotions=_service().promotions(int(raw)))
+
+
+@bp.post("/model/rollback")
+@require_admin
+def rollback():
+    """Make previous_champion the champion again (409 when there is none) and tell serving to reload."""
+    return jsonify(_service().rollback(g.get("request_id")))
