@@ -37,9 +37,19 @@ class Forwarder:
         self.timeout = (2.0, timeout)
         self.session = make_session(retries=retries)
 
-    def predict(self, features: np.ndarray, ids: list[str], request_id: str | None) -> tuple[list[float], dict]:
-        """Predictions for the rows, in order, and the model that made them."""
-        rows = [dict(zip(FEATURES, row, strict=True)) for row in features.tolist()]
+    def predict(
+        self, features: np.ndarray, quality: list[int | None], ids: list[str], request_id: str | None
+    ) -> tuple[list[float], dict]:
+        """Predictions for the rows, in order, and the model that made them.
+
+        The known quality goes along so serving can store it beside the prediction (live error monitoring).
+        """
+        rows = []
+        for values, truth in zip(features.tolist(), quality, strict=True):
+            row: dict[str, Any] = dict(zip(FEATURES, values, strict=True))
+            if truth is not None:
+                row[TARGET] = int(truth)
+            rows.append(row)
         try:
             response = self.session.post(
                 self.url, json={"rows": rows, "ids": ids}, headers=forward_headers(request_id), timeout=self.timeout
@@ -65,25 +75,28 @@ def forward(
     *,
     new_ids: list,
     new_features: np.ndarray,
+    new_quality: list[int | None],
     backfill_limit: int,
     request_id: str | None,
 ) -> dict[str, Any]:
-    """Send new rows plus older pending ones to serving and record the answers on the rows."""
+    """Send new rows plus older pending ones to serving; rows it answered for stop being pending."""
     backlog = repo.pending(limit=backfill_limit, exclude=new_ids) if backfill_limit else []
     ids = list(new_ids) + [doc["_id"] for doc in backlog]
     if not ids:
         return {"sent": 0, "predicted": 0, "backfilled": 0}
     features = new_features
+    quality = list(new_quality)
     if backlog:
         old = np.array([[doc[name] for name in FEATURES] for doc in backlog], dtype=np.float64)
         features = np.vstack([new_features, old]) if len(new_features) else old
+        quality += [doc.get(TARGET) for doc in backlog]
     try:
-        predictions, model = forwarder.predict(features, [str(i) for i in ids], request_id)
+        _predictions, model = forwarder.predict(features, quality, [str(i) for i in ids], request_id)
     except ForwardError as exc:
         FORWARD_FAILURES.inc()
         logger.warning("%d rows stay pending: %s", len(ids), exc)
         return {"sent": len(ids), "predicted": 0, "backfilled": 0, "pending": len(ids), "forward_error": str(exc)}
-    updated = repo.mark_predicted(ids, predictions, model_version=model.get("version"), model_name=model.get("name"))
+    updated = repo.mark_predicted(ids)
     ROWS_PREDICTED.inc(updated)
     ROWS_BACKFILLED.inc(len(backlog))
     return {"sent": len(ids), "predicted": updated, "backfilled": len(backlog), "model": model}
@@ -101,10 +114,11 @@ def run_etl(
     """One scheduled run: generate a batch, store it (pending), forward it with the backlog."""
     frame = generate_frame(batch_size)
     features = frame[list(FEATURES)].to_numpy(dtype=np.float64)
-    ids = repo.insert_batch(features, frame[TARGET].tolist(), source="generator", batch_id=run_id, pending=True)
+    quality = frame[TARGET].tolist()
+    ids = repo.insert_batch(features, quality, source="generator", batch_id=run_id, pending=True)
     ROWS_INGESTED.labels("generator").inc(len(ids))
     summary = forward(
-        repo, forwarder, new_ids=ids, new_features=features, backfill_limit=backfill_limit,
+        repo, forwarder, new_ids=ids, new_features=features, new_quality=quality, backfill_limit=backfill_limit,
         request_id=request_id or run_id,
     )
     return {"batch_id": run_id, "inserted": len(ids), **summary}
@@ -124,8 +138,8 @@ def ingest(
     batch_id = new_batch_id()
     ids = repo.insert_batch(parsed.features, parsed.quality, source=source, batch_id=batch_id, pending=True)
     ROWS_INGESTED.labels(source).inc(len(ids))
-    summary = forward(repo, forwarder, new_ids=ids, new_features=parsed.features, backfill_limit=0,
-                      request_id=request_id)
+    summary = forward(repo, forwarder, new_ids=ids, new_features=parsed.features, new_quality=parsed.quality,
+                      backfill_limit=0, request_id=request_id)
     return {"batch_id": batch_id, "inserted": len(ids), "ids": [str(i) for i in ids], **summary}
 
 

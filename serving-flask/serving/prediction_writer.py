@@ -39,6 +39,7 @@ class PendingBatch:
     request_id: str | None
     ids: list[str] | None
     created_at: dt.datetime
+    quality: list[int | None] | None = None  # ground truth sent along (ETL rows), for live error monitoring
 
 
 def _doc_id(row_id: str) -> Any:
@@ -63,6 +64,8 @@ def batch_documents(batch: PendingBatch) -> list[dict[str, Any]]:
         if batch.ids is not None:
             doc["_id"] = _doc_id(batch.ids[i])
             doc["row_id"] = batch.ids[i]
+        if batch.quality is not None and batch.quality[i] is not None:
+            doc["quality"] = batch.quality[i]
         docs.append(doc)
     return docs
 
@@ -78,6 +81,7 @@ class PredictionWriter:
         max_buffered_rows: int,
         on_written: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
+        on_buffered: Callable[[int], None] | None = None,
     ) -> None:
         self._collection = collection
         self._flush_seconds = flush_seconds
@@ -90,6 +94,7 @@ class PredictionWriter:
         self._thread: threading.Thread | None = None
         self._on_written = on_written or (lambda n: None)
         self._on_dropped = on_dropped or (lambda n: None)
+        self._on_buffered = on_buffered or (lambda n: None)
         self.written = 0
         self.dropped = 0
 
@@ -157,6 +162,7 @@ class PredictionWriter:
                 self.flush()
             except Exception:
                 logger.exception("prediction writer failed")
+            self._on_buffered(self._buffered_rows)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the thread and write what is left, retrying for up to ``timeout`` seconds."""

@@ -22,7 +22,8 @@ def _store() -> ModelStore:
 
 
 def _repo() -> RowsRepository:
-    return RowsRepository(get_mongo().db()[get_settings().mongo_collection])
+    settings = get_settings()
+    return RowsRepository(get_mongo().db()[settings.mongo_collection], predictions=settings.predictions_collection)
 
 
 def _json():
@@ -127,7 +128,7 @@ def latest_data():
 def data_count():
     """Number of rows stored, and how many still wait for a prediction."""
     repo = _repo()
-    return jsonify(count=repo.exact_count(), pending=repo.count(status="pending"))
+    return jsonify(count=repo.exact_count(), pending=repo.count_pending())
 
 
 @bp.get("/predictTestMLFlow/")

@@ -15,6 +15,7 @@ from mlstack_core.locks import MongoLease
 from mlstack_core.mongo import MongoProvider, public_doc
 from mlstack_core.rows import RowsRepository, new_batch_id
 from mlstack_core.validation import ParsedRows, extract_rows, require_valid, validate_rows
+from serving import metrics
 from serving.model_store import LoadedModel, ModelNotReady, ModelStore
 from serving.prediction_writer import PendingBatch, PredictionWriter
 
@@ -57,8 +58,12 @@ def predict(
     require_valid(parsed)
     model = served_model(store)
     predictions = model.predict(parsed.features)
+    metrics.PREDICTIONS.inc(len(predictions))
     if writer is not None:
-        writer.add(PendingBatch(parsed.features, predictions, model.info(), request_id, ids, dt.datetime.now(dt.UTC)))
+        known = parsed.quality if any(q is not None for q in parsed.quality) else None
+        writer.add(
+            PendingBatch(parsed.features, predictions, model.info(), request_id, ids, dt.datetime.now(dt.UTC), known)
+        )
     return predictions, single, model
 
 
