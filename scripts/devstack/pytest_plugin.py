@@ -32,6 +32,33 @@ def devstack_admin_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+UNIT_ADMIN_TOKEN = "unit-test-admin-token-0123456789"
+
+
+@pytest.fixture
+def offline_settings(tmp_path: Path) -> dict[str, object]:
+    """Unit-test settings shared by every service: MongoDB on a closed port with tiny timeouts, no scheduler."""
+    return {
+        "admin_token": UNIT_ADMIN_TOKEN,
+        "mongo_uri": "mongodb://127.0.0.1:1/",
+        "mongo_timeout_ms": 200,
+        "state_dir": tmp_path / "state",
+        "log_dir": tmp_path / "logs",
+    }
+
+
+@pytest.fixture
+def client(app):
+    """A Flask test client of the service's `app` fixture."""
+    return app.test_client()
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    """Headers carrying the unit tests' admin token."""
+    return {"Authorization": f"Bearer {UNIT_ADMIN_TOKEN}"}
+
+
 @pytest.fixture(scope="session")
 def ferretdb(devstack_workdir: Path) -> Iterator[FerretDB]:
     """FerretDB with SCRAM auth; `.uri` carries the credentials, `.stop()`/`.start()` simulate an outage."""

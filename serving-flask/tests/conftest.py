@@ -1,4 +1,7 @@
-"""Fixtures of the serving unit tests: an app with a stand-in registry and no database."""
+"""Fixtures of the serving unit tests: an app with a stand-in registry and no database.
+
+`client`, `admin` and `offline_settings` come from the shared devstack pytest plugin.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ from sklearn.linear_model import ElasticNet
 from sklearn.pipeline import Pipeline
 
 from mlstack_core.data.generator import FEATURES, generate_frame
-
-ADMIN_TOKEN = "serving-test-token-0123456789"
 
 
 class FakeRegistry:
@@ -50,32 +51,12 @@ def registry() -> FakeRegistry:
 
 
 @pytest.fixture
-def app(tmp_path, registry):
+def app(offline_settings, registry):
     from serving.app import create_app
 
     return create_app(
-        {
-            "admin_token": ADMIN_TOKEN,
-            "mongo_uri": "mongodb://127.0.0.1:1/",
-            "mongo_timeout_ms": 200,
-            "state_dir": tmp_path / "state",
-            "log_dir": tmp_path / "logs",
-            "model_watch": False,
-            "store_predictions": False,
-            "seed_rows": 0,
-        },
-        registry=registry,
+        offline_settings | {"model_watch": False, "store_predictions": False, "seed_rows": 0}, registry=registry
     )
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def admin() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import requests
 
+from devstack.polling import wait_until
 from mlstack_core.data.generator import FEATURES, generate_frame
 
 pytestmark = pytest.mark.e2e
@@ -27,22 +28,6 @@ MODEL_POLL_SECONDS = 2
 # Promotion is served by every worker within MODEL_POLL_SECONDS + load time (README); the test allows slack
 # for a loaded CI machine and records the measured figure in its output.
 SWITCH_BOUND_SECONDS = MODEL_POLL_SECONDS + 10
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.3):
-    """Poll predicate until it returns something truthy; fail naming what did not happen."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except requests.RequestException as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

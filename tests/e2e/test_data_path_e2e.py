@@ -8,8 +8,6 @@ backfilled exactly once) and MongoDB down (runs fail fast, nothing half-written)
 
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 import pytest
 import requests
@@ -17,6 +15,7 @@ from pymongo import MongoClient
 from sklearn.linear_model import ElasticNet
 from sklearn.pipeline import Pipeline
 
+from devstack.polling import wait_until
 from mlstack_core.data.generator import FEATURES, generate_frame
 
 pytestmark = pytest.mark.e2e
@@ -44,22 +43,6 @@ def register_champion(tracking_uri: str, seed: int) -> str:
     version = str(info.registered_model_version)
     MlflowClient(tracking_uri).set_registered_model_alias(MODEL_NAME, "champion", version)
     return version
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.3):
-    """Poll predicate until it returns something truthy; fail naming what did not happen."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except requests.RequestException as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

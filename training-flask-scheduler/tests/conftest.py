@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ADMIN_TOKEN = "training-test-token-0123456789abc"
-
 
 @pytest.fixture
-def unreachable_config(tmp_path: Path) -> dict[str, Any]:
+def unreachable_config(offline_settings: dict[str, Any]) -> dict[str, Any]:
     """Settings pointing every dependency at a closed loopback port, with small timeouts."""
-    return {
-        "admin_token": ADMIN_TOKEN,
-        "mongo_uri": "mongodb://127.0.0.1:1/",
-        "mongo_timeout_ms": 200,
-        "state_dir": tmp_path / "state",
-        "log_dir": tmp_path / "logs",
+    return offline_settings | {
         "scheduler_enabled": False,
         "mlflow_tracking_uri": "http://127.0.0.1:1",
         "load_model_api": "http://127.0.0.1:1/loadModel/",
@@ -31,16 +23,6 @@ def app(unreachable_config: dict[str, Any]):
     from training.app import create_app
 
     return create_app(unreachable_config)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def admin() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
