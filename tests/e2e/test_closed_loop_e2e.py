@@ -9,6 +9,8 @@ rollback returns to v1. Then the failure cases: MLflow down during training, Mon
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -228,3 +230,31 @@ def test_mongodb_down_training_uses_generated_rows_and_says_so(stack, admin, reg
     data = record["result"]["data"]
     assert data["source"] == "generated" and data["rows"] > 0
     assert record["result"]["lock"] == "unavailable"
+
+
+def _chromium(*args: str, tmp_path) -> subprocess.CompletedProcess:
+    """Headless Debian Chromium with the flags that keep it off the network but loopback."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail("chromium is not installed: run scripts/install.sh (it installs Debian's chromium)")
+    return subprocess.run(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000", "--window-size=1400,900", *args],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_mlflow_ui_shows_the_runs_metrics_and_the_aliases(stack, registry, tmp_path):
+    champion = registry.get_model_version_by_alias(MODEL_NAME, "champion")
+    models_page = f"{stack.mlflow_uri}/#/models/{MODEL_NAME}"
+    dom = _chromium("--dump-dom", models_page, tmp_path=tmp_path).stdout
+    assert MODEL_NAME in dom
+    assert "champion" in dom and "previous_champion" in dom
+    run = registry.get_run(champion.run_id)
+    run_page = f"{stack.mlflow_uri}/#/experiments/{run.info.experiment_id}/runs/{champion.run_id}"
+    dom = _chromium("--dump-dom", run_page, tmp_path=tmp_path).stdout
+    assert all(metric in dom for metric in ("mae", "rmse", "r2")), "the run page does not list the metrics"
+    screenshot = tmp_path / "mlflow-models.png"
+    _chromium(f"--screenshot={screenshot}", models_page, tmp_path=tmp_path)
+    assert screenshot.stat().st_size > 10_000
