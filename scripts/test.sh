@@ -18,7 +18,16 @@ step "ruff"
 step "pytest"
 export PYTHONPATH="$REPO/scripts${PYTHONPATH:+:$PYTHONPATH}"
 rc=0
-.venv/bin/python -m pytest -p no:cacheprovider "$@" || rc=$?
+# A fixed base dir keeps every real server's log after the run (pytest clears it at the next run).
+BASETEMP="$REPO/.pytest-tmp"
+.venv/bin/python -m pytest --basetemp="$BASETEMP" "$@" || rc=$?
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then
+    # Show where servers logged a traceback, so a CI failure can be read from its output alone.
+    grep -rl --include='*.log' -e 'Traceback' "$BASETEMP" 2>/dev/null | head -n 8 | while read -r log; do
+        printf '\n--- last lines of %s\n' "${log#"$REPO"/}"
+        tail -n 40 "$log"
+    done
+fi
 if [ "$rc" -eq 5 ]; then
     echo "pytest collected no tests: failing, a green run must have run something" >&2
     exit 1
