@@ -13,14 +13,14 @@ set -eu
 : "${MLFLOW_SERVER_ALLOWED_HOSTS:=mlflow:${MLFLOW_PORT},localhost:${MLFLOW_PORT},127.0.0.1:${MLFLOW_PORT}}"
 : "${MLFLOW_WORKERS:=2}"
 export MLFLOW_BUCKET
+# mlflow server reads these from the environment: the backend URI carries the database password, which must
+# not show on the command line (ps).
+export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION MLFLOW_SERVER_ALLOWED_HOSTS
 
 python "$(dirname "$0")/create_bucket.py"
 
 exec mlflow server \
-    --backend-store-uri "${MLFLOW_BACKEND_STORE_URI}" \
-    --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION}" \
     --serve-artifacts \
     --host "${MLFLOW_HOST}" \
     --port "${MLFLOW_PORT}" \
-    --workers "${MLFLOW_WORKERS}" \
-    --allowed-hosts "${MLFLOW_SERVER_ALLOWED_HOSTS}"
+    --workers "${MLFLOW_WORKERS}"

@@ -40,6 +40,13 @@ print_env() {
 
 engine_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
+# A live dockerd with this pid: not a zombie (an orphaned daemon may have no parent reaping it), not a reused pid.
+dockerd_alive() {
+    local state
+    state="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+    [ -n "$state" ] && [ "${state#Z}" = "$state" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "dockerd" ]
+}
+
 install_engine() {
     if command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1; then
         return
@@ -80,11 +87,12 @@ install_compose() {
 }
 
 start_engine() {
+    local started_pid=""
     if engine_answers; then
         return
     fi
     [ "$(id -u)" -eq 0 ] || die "starting dockerd needs root"
-    if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    if [ -f "$PIDFILE" ] && dockerd_alive "$(cat "$PIDFILE")"; then
         log "dockerd (pid $(cat "$PIDFILE")) is running but not answering yet; waiting"
     else
         mkdir -p "$ENGINE_ROOT" "$EXEC_ROOT"
@@ -101,11 +109,16 @@ start_engine() {
             --bridge=none --iptables=false --ip6tables=false \
             --log-level=warn \
             >>"$LOGFILE" 2>&1 </dev/null &
+        started_pid=$!
     fi
     local deadline=$((SECONDS + START_TIMEOUT))
     until engine_answers; do
         if [ "$SECONDS" -ge "$deadline" ]; then
             tail -n 20 "$LOGFILE" >&2 || true
+            # A daemon this call started and that never answered is stopped again, not left behind.
+            if [ -n "${started_pid:-}" ] && dockerd_alive "$started_pid"; then
+                kill -TERM "$started_pid" 2>/dev/null || true
+            fi
             die "dockerd did not answer on $SOCKET within ${START_TIMEOUT}s (log above: $LOGFILE)"
         fi
         sleep 0.5
@@ -119,11 +132,11 @@ stop_engine() {
     fi
     local pid
     pid="$(cat "$PIDFILE")"
-    if kill -0 "$pid" 2>/dev/null; then
+    if dockerd_alive "$pid"; then
         kill -TERM "$pid"
         local deadline=$((SECONDS + 30))
-        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.5; done
-        kill -0 "$pid" 2>/dev/null && die "dockerd (pid $pid) did not stop within 30s"
+        while dockerd_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.5; done
+        dockerd_alive "$pid" && die "dockerd (pid $pid) did not stop within 30s"
     fi
     rm -f "$PIDFILE"
 }

@@ -8,11 +8,14 @@ from typing import Any
 from flask import Flask
 
 from mlstack_core.appkit import add_readiness_check, create_base_app
+from mlstack_core.jobs import LeaderElector
 from mlstack_core.lifecycle import on_shutdown
+from mlstack_core.rows import RowsRepository
 from mlstack_core.settings import load_settings
-from serving import routes
+from serving import metrics, routes
 from serving.model_store import ModelStore, RegistryClient
 from serving.prediction_writer import PredictionWriter
+from serving.quality import QualityMonitor
 from serving.services import seed_in_background
 from serving.settings import ServingSettings
 
@@ -29,8 +32,10 @@ def create_app(test_config: dict[str, Any] | None = None, *, registry: Any = Non
     # Shutdown callbacks run newest first: the client closes after the writer's final flush.
     on_shutdown(mongo.close)
 
+    if registry is None:
+        registry = RegistryClient(settings.mlflow_tracking_uri)
     store = ModelStore(
-        registry if registry is not None else RegistryClient(settings.mlflow_tracking_uri),
+        registry,
         name=settings.model_name,
         alias=settings.model_alias,
         poll_seconds=settings.model_poll_seconds,
@@ -47,11 +52,36 @@ def create_app(test_config: dict[str, Any] | None = None, *, registry: Any = Non
             lambda: mongo.db()[settings.predictions_collection],
             flush_seconds=settings.prediction_flush_seconds,
             max_buffered_rows=settings.prediction_buffer_max,
+            on_written=metrics.PREDICTIONS_STORED.inc,
+            on_dropped=metrics.PREDICTIONS_DROPPED.inc,
+            on_buffered=metrics.PREDICTION_BUFFER.set,
         )
         writer.start()
         on_shutdown(writer.close)
         app.extensions["prediction_writer"] = writer
 
+    if settings.monitor_enabled:
+        _start_quality_monitor(settings, store, registry, mongo)
+
     seed_in_background(mongo, settings.mongo_collection, settings.seed_rows)
     app.register_blueprint(routes.bp)
     return app
+
+
+def _start_quality_monitor(settings: ServingSettings, store: ModelStore, registry: Any, mongo: Any) -> None:
+    """Run the quality monitor in the one worker that holds its lock (every worker competes, one wins)."""
+    monitor = QualityMonitor(
+        store=store,
+        # A registry stand-in without references (tests) simply means no drift figures.
+        reference_loader=getattr(registry, "drift_reference", lambda run_id: None),
+        predictions=lambda: mongo.db()[settings.predictions_collection],
+        rows=lambda: RowsRepository(mongo.db()[settings.mongo_collection], predictions=settings.predictions_collection),
+        interval_seconds=settings.monitor_interval_seconds,
+        drift_window_rows=settings.drift_window_rows,
+        drift_min_rows=settings.drift_min_rows,
+        mae_window_rows=settings.live_mae_window_rows,
+    )
+    elector = LeaderElector(settings.state_dir / "serving-monitor.lock", monitor.start)
+    elector.start()
+    on_shutdown(elector.stop)
+    on_shutdown(monitor.stop)

@@ -27,3 +27,14 @@ class ServingSettings(BaseServiceSettings):
     )
     store_predictions: bool = Field(True, validation_alias=AliasChoices("STORE_PREDICTIONS"))
     seed_rows: int = Field(500, ge=0, le=1_000_000, validation_alias=AliasChoices("SEED_ROWS"))
+    # Quality monitor (drift, live MAE, data size), run by one worker; see serving/quality.py.
+    monitor_enabled: bool = Field(True, validation_alias=AliasChoices("MONITOR_ENABLED"))
+    monitor_interval_seconds: float = Field(
+        60, ge=1, le=86400, validation_alias=AliasChoices("MONITOR_INTERVAL_SECONDS")
+    )
+    drift_window_rows: int = Field(1000, ge=10, le=100_000, validation_alias=AliasChoices("DRIFT_WINDOW_ROWS"))
+    # PSI over fewer rows is mostly sampling noise (about 9 / rows with 10 bins): publish nothing below this.
+    drift_min_rows: int = Field(100, ge=10, le=100_000, validation_alias=AliasChoices("DRIFT_MIN_ROWS"))
+    live_mae_window_rows: int = Field(
+        1000, ge=1, le=100_000, validation_alias=AliasChoices("LIVE_MAE_WINDOW_ROWS")
+    )

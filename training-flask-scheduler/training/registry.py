@@ -117,8 +117,9 @@ class ModelRegistry:
         metrics: dict[str, float],
         tags: dict[str, str],
         run_name: str,
+        artifacts: dict[str, dict[str, Any]] | None = None,
     ) -> Candidate:
-        """Log params, metrics and the model (signature, input example) in a run and register a new version."""
+        """Log params, metrics, JSON artifacts and the model (signature, input example) in a run; register it."""
         import mlflow
         import mlflow.sklearn
         from mlflow.models import infer_signature
@@ -131,6 +132,8 @@ class ModelRegistry:
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
             mlflow.log_params(params)
             mlflow.log_metrics(metrics)
+            for artifact_file, content in (artifacts or {}).items():
+                mlflow.log_dict(content, artifact_file)
             info = mlflow.sklearn.log_model(
                 model,
                 name="model",

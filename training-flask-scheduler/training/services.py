@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from pymongo.errors import PyMongoError
 from sklearn.pipeline import Pipeline
 
+from mlstack_core.data.generator import FEATURES
+from mlstack_core.drift import REFERENCE_ARTIFACT, build_reference
 from mlstack_core.errors import ApiError
 from mlstack_core.jobs import JobService
 from mlstack_core.locks import MongoLease
@@ -151,6 +153,8 @@ class TrainingService:
                 metrics=challenger_metrics,
                 tags={"data.source": data.source, "data.rows": str(data.rows), "job_run_id": job_run_id},
                 run_name=f"training-{job_run_id[:8]}",
+                # Serving measures input drift against the rows this version learned from.
+                artifacts={REFERENCE_ARTIFACT: build_reference(split.x_train[list(FEATURES)].to_numpy(), FEATURES)},
             ),
         )
         self._registry_step("set the challenger alias", lambda: self.registry.set_alias(CHALLENGER, candidate.version))

@@ -251,6 +251,7 @@ class JobService:
         self.job = job
         self.mongo = mongo
         self.runs = RunStore(state_dir, mongo)
+        metrics.declare_job(service, job.name)
 
     def _col(self):
         return self.mongo.db()[JOBS_COLLECTION]
@@ -402,11 +403,7 @@ class JobRunner:
             except Exception as exc:
                 logger.exception("job %s run %s failed", job.name, run_id)
                 error = f"{type(exc).__name__}: {exc}"
-            duration = time.perf_counter() - started
-            metrics.JOB_DURATION.labels(service, job.name).observe(duration)
-            metrics.JOB_RUNS.labels(service, job.name, "failure" if error else "success").inc()
-            if not error:
-                metrics.JOB_LAST_SUCCESS.labels(service, job.name).set(time.time())
+            metrics.record_job_run(service, job.name, duration=time.perf_counter() - started, ok=error is None)
             self.jobs.runs.finish(record, result=result, error=error)
             with contextlib.suppress(PyMongoError):  # the run record above already holds the outcome
                 self.jobs._col().update_one(

@@ -2,7 +2,11 @@
 
 Multiprocess mode needs ``PROMETHEUS_MULTIPROC_DIR`` set before ``prometheus_client`` is first imported;
 the shared Gunicorn config (:mod:`mlstack_core.gunicorn_conf`) sets it, wipes it at start and marks dead
-workers. Requests are labelled by route template, never by raw path, so a scanner cannot grow /metrics.
+workers. Every gauge names its ``multiprocess_mode``: how the values of several workers merge into one.
+
+Cardinality is bounded by construction: requests are labelled by route template (unknown paths share
+``<unmatched>``), by method from a fixed list (anything else is ``OTHER``) and by status code, so a scanner
+sending random paths or verbs cannot grow /metrics. monitoring/README.md lists every metric.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from prometheus_client import (
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
 UNMATCHED_ROUTE = "<unmatched>"
+OTHER_METHOD = "OTHER"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Probes would drown the real traffic and are scraped every few seconds: keep them out.
 EXCLUDED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+JOB_OUTCOMES = ("success", "failure")
 
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests served.", ["service", "route", "method", "status"]
@@ -38,16 +45,22 @@ HTTP_LATENCY = Histogram(
 HTTP_IN_FLIGHT = Gauge(
     "http_requests_in_progress", "HTTP requests being served.", ["service"], multiprocess_mode="livesum"
 )
-JOB_RUNS = Counter("job_runs_total", "Scheduled or manual job runs by outcome.", ["service", "job", "outcome"])
+# "job_name", not "job": Prometheus attaches its scrape job as the "job" label and would rename ours exported_job.
+JOB_RUNS = Counter("job_runs_total", "Scheduled or manual job runs by outcome.", ["service", "job_name", "outcome"])
 JOB_DURATION = Histogram(
     "job_duration_seconds",
     "Job run duration in seconds.",
-    ["service", "job"],
+    ["service", "job_name"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 JOB_LAST_SUCCESS = Gauge(
-    "job_last_success_timestamp_seconds", "Unix time of the last successful run.", ["service", "job"],
+    "job_last_success_timestamp_seconds", "Unix time of the last successful run.", ["service", "job_name"],
     multiprocess_mode="max",
+)
+# Only the scheduler leader runs jobs; "mostrecent" keeps its last value when a new leader takes over.
+JOB_LAST_DURATION = Gauge(
+    "job_last_duration_seconds", "Duration in seconds of the last run, failed or not.", ["service", "job_name"],
+    multiprocess_mode="mostrecent",
 )
 
 
@@ -57,6 +70,26 @@ def _registry() -> CollectorRegistry:
         multiprocess.MultiProcessCollector(registry)
         return registry
     return DEFAULT_REGISTRY
+
+
+def method_label(method: str) -> str:
+    """The request method as a label: one of KNOWN_METHODS, else OTHER (clients may send any token)."""
+    return method if method in KNOWN_METHODS else OTHER_METHOD
+
+
+def declare_job(service: str, job: str) -> None:
+    """Create a job's run counters at zero, so "no failure yet" is a 0 on dashboards rather than no data."""
+    for outcome in JOB_OUTCOMES:
+        JOB_RUNS.labels(service, job, outcome)
+
+
+def record_job_run(service: str, job: str, *, duration: float, ok: bool) -> None:
+    """Count a finished run, its duration and, when it succeeded, when."""
+    JOB_DURATION.labels(service, job).observe(duration)
+    JOB_LAST_DURATION.labels(service, job).set(duration)
+    JOB_RUNS.labels(service, job, "success" if ok else "failure").inc()
+    if ok:
+        JOB_LAST_SUCCESS.labels(service, job).set(time.time())
 
 
 def install_metrics(app: Flask, service: str) -> None:
@@ -75,9 +108,10 @@ def install_metrics(app: Flask, service: str) -> None:
             return
         HTTP_IN_FLIGHT.labels(service).dec()
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+        method = method_label(request.method)
         status = g.get("response_status", 500)
-        HTTP_REQUESTS.labels(service, route, request.method, str(status)).inc()
-        HTTP_LATENCY.labels(service, route, request.method).observe(time.perf_counter() - started)
+        HTTP_REQUESTS.labels(service, route, method, str(status)).inc()
+        HTTP_LATENCY.labels(service, route, method).observe(time.perf_counter() - started)
 
     @app.after_request
     def _remember_status(response):
