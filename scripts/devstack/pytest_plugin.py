@@ -7,7 +7,9 @@ of the session even when tests fail. Tests that stop one to simulate an outage m
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -33,6 +35,26 @@ def devstack_admin_token() -> str:
 
 
 UNIT_ADMIN_TOKEN = "unit-test-admin-token-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _isolate_mlflow_globals() -> Iterator[None]:
+    """Undo what a test's MLflow client set process-wide (tracking/registry URIs and their MLFLOW_* exports).
+
+    mlflow.set_tracking_uri / set_registry_uri also write environment variables; left behind, they would send a
+    later test's registrations (and the servers it starts) to another test's registry.
+    """
+    saved = {key: value for key, value in os.environ.items() if key.startswith("MLFLOW_")}
+    yield
+    for key in [key for key in os.environ if key.startswith("MLFLOW_")]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
 
 
 @pytest.fixture

@@ -52,6 +52,16 @@ def find_tool(name: str, env_var: str) -> str:
     raise FileNotFoundError(f"{name} not found (set {env_var} or run scripts/install.sh to build it)")
 
 
+# Settings a caller's process may carry (mlflow.set_tracking_uri/set_registry_uri export them) that would point a
+# server of ours at someone else's registry or database.
+_LEAKY_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MONGO_URI", "ADMIN_TOKEN")
+
+
+def base_env() -> dict[str, str]:
+    """The environment a server starts from: ours, minus settings that belong to the caller's own clients."""
+    return {key: value for key, value in os.environ.items() if key not in _LEAKY_VARIABLES}
+
+
 def _http_get(url: str, *, headers: Mapping[str, str] | None = None, timeout: float = _PROBE_TIMEOUT) -> Any:
     import requests  # imported late: the harness module must import quickly
 
@@ -81,7 +91,7 @@ class _Server:
         raise NotImplementedError
 
     def _env(self) -> dict[str, str]:
-        return dict(os.environ)
+        return base_env()
 
     def _ready(self) -> bool:
         raise NotImplementedError
@@ -220,7 +230,7 @@ class FerretDB(_Server):
         ]
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = base_env()
         env.update(
             {
                 "FERRETDB_TELEMETRY": "disable",
@@ -316,7 +326,7 @@ class S3Server(_Server):
         return [*argv, str(self.data_dir)]
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = base_env()
         # Keys go through the environment, not argv, so they do not show in ps.
         env.update({"ROOT_ACCESS_KEY": self.access_key, "ROOT_SECRET_KEY": self.secret_key})
         return env
@@ -422,7 +432,7 @@ class MlflowServer(_Server):
         ]
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = base_env()
         env.update(self.s3.env())
         # The GenAI job runner spawns several huey consumers that nothing here uses: spare the 2 cores.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -493,7 +503,7 @@ class GunicornApp(_Server):
         return argv
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = base_env()
         env.update(self.extra_env)
         env.update(
             {
