@@ -1,5 +1,6 @@
-# Entry points: `make install`, `make test` (what CI runs), `make dev` (the whole stack natively), `make lint`.
-.PHONY: install test dev lint
+# Entry points: `make install`, `make test` (what CI runs), `make dev` (the whole stack natively), `make lint`,
+# `make bench` (every benchmark, then bench/README.md; about 45 min; BENCH_ARGS="serving --runs 1" for a part).
+.PHONY: install test dev lint bench
 
 install:
 	scripts/install.sh
@@ -14,3 +15,7 @@ dev: install
 
 lint: install
 	.venv/bin/ruff check .
+
+# Benchmarks against the original template's paths; figures go to bench/results, the report to bench/README.md.
+bench: install
+	bench/run.sh $(BENCH_ARGS)

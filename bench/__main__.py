@@ -1,0 +1,90 @@
+"""``python -m bench [what ...]``: run benchmarks, append their figures to bench/results, render bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from bench.common import REPO_ROOT, append_result, loadavg, machine, wait_for_quiet
+
+log = logging.getLogger("bench")
+
+ALL = ("serving", "reload", "shutdown", "ingest", "training", "profile")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("what", nargs="*", default=["all"],
+                        help=f"any of {', '.join(ALL)}, profile, report, all (default: all, then report)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of one load run (default 20)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per variant and scenario (default 3)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="GUNICORN_THREADS of our serving (default: what its gunicorn.conf.py sets)")
+    parser.add_argument("--memory-requests", type=int, default=100_000,
+                        help="requests between the two RSS readings (0 to skip)")
+    parser.add_argument("--ingest-rows", type=int, default=100_000)
+    parser.add_argument("--training-rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--max-load", type=float, default=1.0,
+                        help="wait for the 1-minute load average to drop below this before starting")
+    parser.add_argument("--wait-load", type=float, default=600.0, help="wait at most this many seconds for it")
+    parser.add_argument("--tag", default="", help="a label stored with every figure of this invocation")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run what was asked for, then render the report."""
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("devstack", "urllib3", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    wanted = list(ALL) if "all" in args.what else [w for w in args.what if w != "report"]
+    if wanted:
+        load, quiet = wait_for_quiet(args.max_load, args.wait_load)
+        append_result({"bench": "session", "what": wanted, "argv": sys.argv[1:], "tag": args.tag,
+                       "load_start": load, "quiet": quiet, "machine": machine()})
+    threads = args.threads  # None: the service's own default
+    for what in wanted:
+        log.info("== %s (load average %s)", what, loadavg())
+        if what == "serving":
+            from bench import serving_bench
+
+            records = serving_bench.run(seconds=args.seconds, runs=args.runs, threads=threads,
+                                        memory_requests=args.memory_requests, tag=args.tag)
+            for key, figures in sorted(serving_bench.summarize(records).items()):
+                print(key, json.dumps(figures))
+        elif what == "reload":
+            from bench import reload_bench
+
+            print(json.dumps(reload_bench.run(threads=threads, tag=args.tag), indent=1))
+        elif what == "shutdown":
+            from bench import shutdown_bench
+
+            print(json.dumps(shutdown_bench.run(threads=threads, tag=args.tag), indent=1))
+        elif what == "ingest":
+            from bench import ingest_bench
+
+            print(json.dumps(ingest_bench.run(rows=args.ingest_rows, tag=args.tag), indent=1))
+        elif what == "training":
+            from bench import training_bench
+
+            print(json.dumps(training_bench.run(sizes=args.training_rows, tag=args.tag), indent=1))
+        elif what == "profile":
+            from bench import profile
+
+            print(json.dumps(profile.run(threads=threads, seconds=min(args.seconds, 15), tag=args.tag), indent=1))
+        else:
+            raise SystemExit(f"unknown benchmark {what!r}")
+    if wanted:
+        append_result({"bench": "session-end", "what": wanted, "tag": args.tag, "load_end": loadavg()[0]})
+    if "all" in args.what or "report" in args.what or wanted:
+        from bench import report
+
+        path = report.render()
+        print(f"report: {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
