@@ -49,8 +49,13 @@ setup_go() {
     export GOTOOLCHAIN=local CGO_ENABLED=0
 }
 
+# Version checks read the whole output first: `cmd | grep -q` under pipefail fails at random when grep exits
+# early and the command dies of SIGPIPE writing its remaining lines.
 ferretdb_ok() {
-    [ -x "$BIN/ferretdb" ] && "$BIN/ferretdb" --version 2>/dev/null | grep -qx "version: $FERRETDB_VERSION"
+    [ -x "$BIN/ferretdb" ] || return 1
+    local out
+    out="$("$BIN/ferretdb" --version 2>/dev/null)" || return 1
+    grep -qx "version: $FERRETDB_VERSION" <<<"$out"
 }
 
 install_ferretdb() {
@@ -74,18 +79,24 @@ install_ferretdb() {
     mkdir -p "$BIN"
     (cd "$work" && go build -trimpath -buildvcs=false -o "$BIN/ferretdb.new" ./cmd/ferretdb)
     mv -f "$BIN/ferretdb.new" "$BIN/ferretdb"
-    ferretdb_ok || { log "built ferretdb does not report $FERRETDB_VERSION"; exit 1; }
+    if ! ferretdb_ok; then
+        log "built ferretdb does not report $FERRETDB_VERSION; it printed:"
+        "$BIN/ferretdb" --version >&2 || true
+        exit 1
+    fi
 }
 
 versitygw_ok() {
     [ -x "$BIN/versitygw" ] || return 1
-    "$BIN/versitygw" --version 2>/dev/null | grep -q "Version *: ${VERSITYGW_VERSION}\$" && return 0
+    local out
+    out="$("$BIN/versitygw" --version 2>/dev/null || true)"
+    grep -q "Version *: ${VERSITYGW_VERSION}\$" <<<"$out" && return 0
     # A build without our -ldflags says "git"; the module version recorded in the binary still tells.
     local go_bin
     go_bin="$(command -v go || echo /usr/local/go/bin/go)"
     [ -x "$go_bin" ] || return 1
-    "$go_bin" version -m "$BIN/versitygw" 2>/dev/null \
-        | grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/versity/versitygw[[:space:]]+${VERSITYGW_VERSION}[[:space:]]"
+    out="$("$go_bin" version -m "$BIN/versitygw" 2>/dev/null || true)"
+    grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/versity/versitygw[[:space:]]+${VERSITYGW_VERSION}[[:space:]]" <<<"$out"
 }
 
 install_versitygw() {
