@@ -39,16 +39,17 @@ UNIT_ADMIN_TOKEN = "unit-test-admin-token-0123456789"
 
 @pytest.fixture(autouse=True)
 def _isolate_mlflow_globals() -> Iterator[None]:
-    """Undo what a test's MLflow client set process-wide (tracking/registry URIs and their MLFLOW_* exports).
+    """Undo what a test's MLflow client set process-wide: the tracking/registry URIs and their exports.
 
-    mlflow.set_tracking_uri / set_registry_uri also write environment variables; left behind, they would send a
-    later test's registrations (and the servers it starts) to another test's registry.
+    mlflow.set_tracking_uri / set_registry_uri also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; left
+    behind, they would send a later test's registrations (and the servers it starts) to another test's
+    registry. Other MLFLOW_* settings stay: the apps set their HTTP timeout and retry defaults once, at import.
     """
-    saved = {key: value for key, value in os.environ.items() if key.startswith("MLFLOW_")}
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {key: os.environ[key] for key in keys if key in os.environ}
     yield
-    for key in [key for key in os.environ if key.startswith("MLFLOW_")]:
-        if key not in saved:
-            del os.environ[key]
+    for key in keys:
+        os.environ.pop(key, None)
     os.environ.update(saved)
     if "mlflow" in sys.modules:
         import mlflow
