@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -18,6 +19,8 @@ from serving.prediction_writer import PredictionWriter
 from serving.quality import QualityMonitor
 from serving.services import seed_in_background
 from serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
 
 # A down registry must not hang a worker: MLflow's client defaults are 120 s and 7 retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -46,6 +49,9 @@ def create_app(test_config: dict[str, Any] | None = None, *, registry: Any = Non
     if settings.model_watch:
         store.start_watching()
         on_shutdown(store.stop)
+        if not store.wait_first_check(settings.model_startup_wait_seconds):
+            logger.warning("no answer from the registry within %.0f s: taking requests without a model (503) until "
+                           "the watcher loads one", settings.model_startup_wait_seconds)
 
     if settings.store_predictions:
         writer = PredictionWriter(

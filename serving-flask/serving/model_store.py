@@ -188,6 +188,7 @@ class ModelStore:
         self.last_error: str | None = None
         self.last_check: dt.datetime | None = None
         self._refresh_lock = threading.Lock()
+        self._first_check = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         metrics.MODEL_VERSION.set(0)
@@ -210,6 +211,16 @@ class ModelStore:
 
     def refresh(self) -> bool:
         """Load the alias's version if it differs from the served one; True when a new model was swapped in."""
+        try:
+            return self._refresh()
+        finally:
+            self._first_check.set()
+
+    def wait_first_check(self, timeout: float) -> bool:
+        """Block until the first registry check (and load) has finished, at most ``timeout`` seconds."""
+        return self._first_check.wait(timeout)
+
+    def _refresh(self) -> bool:
         with self._refresh_lock:
             self.last_check = dt.datetime.now(dt.UTC)
             try:
@@ -251,7 +262,7 @@ class ModelStore:
     def _marker_mtime(self) -> float:
         try:
             return self._marker.stat().st_mtime_ns
-        except FileNotFoundError:
+        except OSError:
             return 0
 
     def start_watching(self) -> None:
@@ -271,8 +282,13 @@ class ModelStore:
             marker = self._marker_mtime()
             if marker != seen_marker or now >= next_poll:
                 seen_marker = marker
+                try:
+                    self.refresh()
+                except Exception:
+                    # The watcher must outlive any surprise: a dead watcher would leave this worker on an old
+                    # version (or on none) while its siblings move on.
+                    logger.exception("model watcher: check failed, retrying")
                 # While nothing is served yet, keep checking at the marker pace so the first champion
                 # is picked up quickly after bootstrap training.
-                self.refresh()
                 next_poll = now + (self.poll_seconds if self._model else min(self.poll_seconds, 1.0))
             self._stop.wait(self.MARKER_CHECK_SECONDS)

@@ -18,6 +18,12 @@ class ServingSettings(BaseServiceSettings):
     # promotion takes to reach every worker when nobody calls the reload endpoint.
     model_poll_seconds: float = Field(2.0, ge=0.5, le=3600, validation_alias=AliasChoices("MODEL_POLL_SECONDS"))
     model_watch: bool = Field(True, validation_alias=AliasChoices("MODEL_WATCH"))
+    # A starting worker waits this long for its first registry check and load before it takes requests, so a
+    # restarted worker does not answer 503 while its siblings serve (Gunicorn kills a worker silent for
+    # GUNICORN_TIMEOUT, 60 s by default: keep this well below).
+    model_startup_wait_seconds: float = Field(
+        20, ge=0, le=45, validation_alias=AliasChoices("MODEL_STARTUP_WAIT_SECONDS")
+    )
     predictions_collection: str = Field("predictions", validation_alias=AliasChoices("PREDICTIONS_COLLECTION"))
     prediction_flush_seconds: float = Field(
         0.5, ge=0.05, le=60, validation_alias=AliasChoices("PREDICTION_FLUSH_SECONDS")

@@ -9,6 +9,7 @@ rollback returns to v1. Then the failure cases: MLflow down during training, Mon
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import threading
@@ -72,13 +73,21 @@ def alias_version(registry, alias: str) -> str | None:
     return aliases.get(alias)
 
 
-def worker_versions(stack, samples: int = 12) -> set[str | None]:
-    """The versions the serving workers report (enough samples to reach both workers)."""
-    seen = set()
-    for _ in range(samples):
-        body = requests.get(f"{stack.urls['serving']}/model", timeout=TIMEOUT).json()
-        seen.add((body.get("model") or {}).get("version"))
-    return seen
+_VERSION_SERIES = re.compile(r'^serving_model_version\{[^}]*pid="(\d+)"[^}]*\}\s+(\S+)$', re.MULTILINE)
+
+
+def worker_versions(stack) -> set[str | None]:
+    """The version every serving worker reports on /metrics (one series per worker pid, 0 while none is loaded).
+
+    Sampling answers through Nginx may never reach a lagging worker; the merged /metrics shows every worker.
+    A worker without its series yet counts as None.
+    """
+    text = requests.get(f"{stack.urls['serving']}/metrics", timeout=TIMEOUT).text
+    by_pid = {pid: int(float(value)) for pid, value in _VERSION_SERIES.findall(text)}
+    versions: set[str | None] = {str(v) if v else None for v in by_pid.values()}
+    if len(by_pid) < stack.workers:
+        versions.add(None)
+    return versions
 
 
 def train(stack, admin, wait: float = 90) -> dict:
