@@ -11,7 +11,7 @@ from bench.common import REPO_ROOT, append_result, loadavg, machine, wait_for_qu
 
 log = logging.getLogger("bench")
 
-ALL = ("serving", "reload", "shutdown", "ingest", "training", "profile")
+ALL = ("serving", "memory", "reload", "shutdown", "ingest", "training", "profile")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -50,10 +50,15 @@ def main(argv: list[str] | None = None) -> int:
         if what == "serving":
             from bench import serving_bench
 
-            records = serving_bench.run(seconds=args.seconds, runs=args.runs, threads=threads,
-                                        memory_requests=args.memory_requests, tag=args.tag)
+            records = serving_bench.run(seconds=args.seconds, runs=args.runs, threads=threads, tag=args.tag)
             for key, figures in sorted(serving_bench.summarize(records).items()):
                 print(key, json.dumps(figures))
+        elif what == "memory":
+            from bench import serving_bench
+
+            for record in serving_bench.run_memory(requests_count=args.memory_requests, threads=threads,
+                                                   tag=args.tag):
+                print(json.dumps(record))
         elif what == "reload":
             from bench import reload_bench
 

@@ -7,6 +7,7 @@ Every run is bounded by ``-d`` (time) and, when ``max_requests`` is given, by a 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -95,7 +96,7 @@ def run_wrk(
             counter = _COUNTER % {"per_thread": max(1, max_requests // threads)}
         script = Path(tmp) / "post.lua"
         script.write_text(_LUA % {"body": body_path, "counter": counter})
-        argv = [WRK, "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
+        argv = [WRK, "-t", str(threads), "-c", str(connections), "-d", f"{math.ceil(seconds)}s",
                 "--timeout", f"{timeout_s:g}s", "--latency", "-s", str(script), url]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)

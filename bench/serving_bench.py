@@ -233,12 +233,14 @@ def run(
     return records
 
 
-def storage_check(stack: BenchStack, ours: Variant, expected: int, config: dict[str, Any]) -> dict[str, Any]:
+def storage_check(stack: BenchStack, ours: Variant, expected: int, config: dict[str, Any], *,
+                  count_documents: bool = False) -> dict[str, Any]:
     """After the runs: are the predictions ours answered stored (or counted as dropped)?"""
+    # The writers' own counters: counting millions of documents in FerretDB takes minutes (it scans them).
     deadline = time.monotonic() + 600
     stored, last_change, previous = 0, time.monotonic(), -1
     while time.monotonic() < deadline:
-        stored = predictions_stored(stack)
+        stored = int(serving_metric(ours, "serving_predictions_stored_total"))
         if stored >= expected:
             break
         if stored != previous:
@@ -247,18 +249,24 @@ def storage_check(stack: BenchStack, ours: Variant, expected: int, config: dict[
             break  # no progress for 15 s: the writer has nothing left
         time.sleep(1)
     dropped = serving_metric(ours, "serving_predictions_dropped_total")
+    written = serving_metric(ours, "serving_predictions_stored_total")
     # wrk does not count the requests in flight when a run ends, which the server still answers and stores:
     # stored may exceed the counted rows by up to clients x rows per request per run, never fall short.
-    record = {"bench": "storage", "variant": "ours", "answered_rows_counted": expected, "stored": stored,
-              "dropped_counted": dropped, "complete": stored >= expected and dropped == 0, **config}
-    log.info("storage: %d answered rows, %d stored, %d dropped (counted)", expected, stored, dropped)
+    record = {"bench": "storage", "variant": "ours", "answered_rows_counted": expected, "stored": int(written),
+              "dropped_counted": dropped, "complete": written >= expected and dropped == 0, **config}
+    if count_documents:
+        with stack.ferretdb.client(socketTimeoutMS=600_000) as client:  # type: ignore[union-attr]
+            from devstack.stack import DEFAULT_MONGO_DB
+
+            record["documents_in_db"] = client[DEFAULT_MONGO_DB]["predictions"].count_documents({})
+    log.info("storage: %s", record)
     return append_result(record)
 
 
 def memory_run(stack: BenchStack, ours: Variant, payload: Payload, count: int, config: dict[str, Any]) -> dict:
     """RSS per worker after `count` more one-row requests (8 clients, bounded by count and by time)."""
     before = worker_memory(ours)
-    figures = measure_once(stack, ours, payload, connections=8, seconds=max(60.0, count / 300), max_requests=count)
+    figures = measure_once(stack, ours, payload, connections=8, seconds=max(60, count // 300), max_requests=count)
     after = worker_memory(ours)
     record = {"bench": "memory", "phase": f"after {figures['requests']} more requests", "variant": "ours",
               "requests": figures["requests"], "errors": figures["errors"], "worker_memory_before": before,
@@ -285,3 +293,25 @@ def summarize(records: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[
             "runs": len(items),
         }
     return out
+
+
+def run_memory(*, requests_count: int, threads: int | None = None, tag: str = "") -> list[dict[str, Any]]:
+    """Benchmark 5 on its own: worker RSS after warm-up and after `requests_count` one-row requests, then the
+    stored count (writer counters and the documents in MongoDB) against the answered requests."""
+    records: list[dict[str, Any]] = []
+    data = payloads()
+    with BenchStack() as stack:
+        stack.start_infra()
+        version = stack.register_model(seed=1)
+        ours = stack.start_ours(threads=threads)
+        wait_all_workers_on(ours, version)
+        config = {"workers": 2, "threads": threads, "tag": tag}
+        warm = measure_once(stack, ours, data["one_row"], connections=8, seconds=3)
+        answered = warm["requests"] - warm["non_2xx"]
+        records.append(append_result({"bench": "memory", "phase": "after warm-up", "variant": "ours",
+                                      "worker_memory": worker_memory(ours), **config}))
+        record = memory_run(stack, ours, data["one_row"], requests_count, config)
+        records.append(record)
+        answered += record["requests"] - record["errors"]
+        records.append(storage_check(stack, ours, answered, config, count_documents=True))
+    return records
