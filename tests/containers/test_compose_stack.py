@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import pytest
 import requests
 import yaml
 
+from devstack.polling import wait_until
 from devstack.ports import free_port
 
 pytestmark = pytest.mark.containers
@@ -108,22 +109,6 @@ def run(
     if check and result.returncode != 0:
         pytest.fail(f"{what}: exit code {result.returncode}: {_tail(result.stderr or result.stdout)}", pytrace=False)
     return result
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    """Poll predicate until it returns something truthy; fail naming what did not happen, with the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except requests.RequestException as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})", pytrace=False)
 
 
 def hadolint_binary() -> str:

@@ -33,6 +33,7 @@ import pytest
 import requests
 import yaml
 
+from devstack.polling import wait_until
 from devstack.ports import LOOPBACK, free_port
 from devstack.procs import ManagedProcess
 from mlstack_core.data.generator import FEATURES, generate_frame
@@ -48,22 +49,6 @@ SCRAPE_INTERVAL = "1s"
 RATE_WINDOW = "2m"
 RANDOM_PATH_REQUESTS = 2000
 METRICS_SIZE_LIMIT = 64 * 1024
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.3):
-    """Poll predicate until it returns something truthy; fail naming what did not happen."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except requests.RequestException as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 # ----------------------------------------------------------------------------------------------- Prometheus
