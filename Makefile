@@ -8,8 +8,8 @@ install:
 test:
 	scripts/test.sh
 
-# Starts FerretDB, S3, MLflow and the three services behind Nginx; Ctrl-C stops everything.
-# Extra flags: make dev DEVSTACK_ARGS="--fixed-ports"
+# Starts FerretDB, S3, MLflow, the three services behind Nginx and Prometheus; Ctrl-C stops everything.
+# Extra flags: make dev DEVSTACK_ARGS="--fixed-ports" (or "--no-prometheus")
 dev: install
 	PYTHONPATH=scripts .venv/bin/python -m devstack up $(DEVSTACK_ARGS)
 

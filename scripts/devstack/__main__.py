@@ -24,16 +24,18 @@ FIXED_PORTS: dict[str, list[int]] = {
     "mlflow": [5000],
     "ferretdb": [27017],
     "s3": [9000],
+    "prometheus": [9090],
 }
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start FerretDB, S3, MLflow and the three services behind Nginx")
+    up = sub.add_parser("up", help="start FerretDB, S3, MLflow, the three services behind Nginx and Prometheus")
     up.add_argument("--workdir", type=Path, default=REPO_ROOT / ".devstack", help="data and logs (kept)")
     up.add_argument("--fixed-ports", action="store_true", help="use the usual ports where they are free")
     up.add_argument("--workers", type=int, default=2, help="Gunicorn workers per service")
+    up.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     up.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -84,6 +86,7 @@ def up(args: argparse.Namespace) -> int:
         admin_token=admin_token,
         workers=args.workers,
         ports=FIXED_PORTS if args.fixed_ports else None,
+        prometheus=not args.no_prometheus,
     )
     try:
         stack.start()

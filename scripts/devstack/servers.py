@@ -629,3 +629,100 @@ class Nginx(_Server):
 
     def _ready(self) -> bool:
         return can_connect(self.port, self.host) and _status_is(f"{self.url}{self.ready_path}")
+
+
+PROMETHEUS_DIR = REPO_ROOT / "monitoring" / "prometheus"
+
+
+def rules_with_for_zero(source: Path, target: Path) -> list[Path]:
+    """Copy the rule files, setting every alert's `for` to 0s (tests see alerts fire without waiting minutes)."""
+    import yaml
+
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sorted(source.glob("*.yml")):
+        doc = yaml.safe_load(path.read_text())
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    rule["for"] = "0s"
+        out = target / path.name
+        out.write_text(yaml.safe_dump(doc, sort_keys=False))
+        written.append(out)
+    return written
+
+
+class Prometheus(_Server):
+    """Debian's prometheus scraping the apps' Gunicorn ports: monitoring/prometheus's native template and rules."""
+
+    name = "prometheus"
+    ready_timeout = 30.0
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        targets: Mapping[str, str],
+        port: int | None = None,
+        scrape_interval: str = "15s",
+        alerts_for_zero: bool = False,
+    ) -> None:
+        super().__init__(workdir)
+        self.targets = dict(targets)  # job name (serving, etl, training) -> host:port of its Gunicorn
+        self.host = LOOPBACK
+        self.port = port or free_port()
+        self.scrape_interval = scrape_interval
+        self.alerts_for_zero = alerts_for_zero
+        self.config = self.workdir / "prometheus.yml"
+        self.binary = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus") or "/usr/bin/prometheus"
+
+    @property
+    def url(self) -> str:
+        """http://127.0.0.1:PORT of Prometheus (UI and API)."""
+        return f"http://{self.host}:{self.port}"
+
+    def _ports(self) -> list[int]:
+        return [self.port]
+
+    def _before_start(self) -> None:
+        import string
+
+        rules = PROMETHEUS_DIR / "rules"
+        if self.alerts_for_zero:
+            rules = self.workdir / "rules"
+            rules_with_for_zero(PROMETHEUS_DIR / "rules", rules)
+        template = string.Template((PROMETHEUS_DIR / "prometheus.native.yml.tmpl").read_text())
+        self.config.write_text(template.substitute(
+            SCRAPE_INTERVAL=self.scrape_interval,
+            EVALUATION_INTERVAL=self.scrape_interval,
+            RULES_GLOB=str(rules / "*.yml"),
+            SERVING_TARGET=self.targets["serving"],
+            ETL_TARGET=self.targets["etl"],
+            TRAINING_TARGET=self.targets["training"],
+            PROMETHEUS_TARGET=f"{self.host}:{self.port}",
+        ))
+
+    def _argv(self) -> list[str]:
+        return [self.binary, f"--config.file={self.config}", f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address={self.host}:{self.port}", "--log.level=warn"]
+
+    def _ready(self) -> bool:
+        return _status_is(f"{self.url}/-/ready")
+
+    def query(self, expr: str, timeout: float = 15) -> list[dict[str, Any]]:
+        """An instant query now; the result vector (AssertionError on a PromQL error)."""
+        body = _http_get(f"{self.url}/api/v1/query?query={quote_plus(expr)}", timeout=timeout).json()
+        if body.get("status") != "success":
+            raise AssertionError(f"query {expr!r} failed: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]["result"]
+
+    def values(self, expr: str) -> dict[str, float]:
+        """Query and map each series (labels as JSON) to its value."""
+        import json
+
+        return {json.dumps(r["metric"], sort_keys=True): float(r["value"][1]) for r in self.query(expr)}
+
+    def rules(self, timeout: float = 15) -> list[dict[str, Any]]:
+        """Every loaded rule with its health and last error."""
+        body = _http_get(f"{self.url}/api/v1/rules", timeout=timeout).json()
+        return [rule for group in body["data"]["groups"] for rule in group["rules"]]

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Self
 
 from devstack.ports import pick_port
-from devstack.servers import REPO_ROOT, FerretDB, GunicornApp, MlflowServer, Nginx, S3Server
+from devstack.servers import REPO_ROOT, FerretDB, GunicornApp, MlflowServer, Nginx, Prometheus, S3Server
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class NativeStack:
         s3: S3Server | None = None,
         mlflow: MlflowServer | None = None,
         services: Iterable[str | ServiceSpec] | None = None,
+        prometheus: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -142,13 +143,16 @@ class NativeStack:
         self.apps: dict[str, GunicornApp] = {}
         self.nginx: dict[str, Nginx] = {}
         self.skipped: list[str] = []
-        self._started: list[FerretDB | S3Server | MlflowServer | GunicornApp | Nginx] = []
+        # Prometheus scraping the three apps with the repository's rules (make dev); tests start their own.
+        self.with_prometheus = prometheus
+        self.prometheus: Prometheus | None = None
+        self._started: list[FerretDB | S3Server | MlflowServer | GunicornApp | Nginx | Prometheus] = []
 
     def _port(self, key: str) -> int:
         wanted = self.ports.get(key, [])
         return pick_port([wanted] if isinstance(wanted, int) else list(wanted))
 
-    def _start(self, server: FerretDB | S3Server | MlflowServer | GunicornApp | Nginx) -> None:
+    def _start(self, server: FerretDB | S3Server | MlflowServer | GunicornApp | Nginx | Prometheus) -> None:
         server.start()
         if id(server) not in self._borrowed:
             self._started.append(server)
@@ -159,6 +163,8 @@ class NativeStack:
             self._start_infra()
             for spec in self.services:
                 self._start_service(spec)
+            if self.with_prometheus:
+                self._start_prometheus()
         except BaseException:
             self.stop()
             raise
@@ -238,6 +244,18 @@ class NativeStack:
         self.nginx[spec.name] = nginx
         self._start(nginx)
 
+    def _start_prometheus(self) -> None:
+        missing = {"serving", "etl", "training"} - set(self.apps)
+        if missing:
+            log.warning("not starting Prometheus: %s not running", ", ".join(sorted(missing)))
+            return
+        self.prometheus = Prometheus(
+            self.workdir / "prometheus",
+            targets={name: f"{app.host}:{app.port}" for name, app in self.apps.items()},
+            port=self._port("prometheus"),
+        )
+        self._start(self.prometheus)
+
     @property
     def mongo_uri(self) -> str:
         """The MongoDB URI with credentials (what the services get as MONGO_URI)."""
@@ -262,7 +280,7 @@ class NativeStack:
         self.nginx[name].start()
 
     @property
-    def servers(self) -> list[FerretDB | S3Server | MlflowServer | GunicornApp | Nginx]:
+    def servers(self) -> list[FerretDB | S3Server | MlflowServer | GunicornApp | Nginx | Prometheus]:
         """The servers this stack started (and will stop), oldest first."""
         return list(self._started)
 
@@ -280,6 +298,8 @@ class NativeStack:
             urls["s3"] = self.s3.endpoint_url
         if self.ferretdb is not None:
             urls["mongo"] = self.ferretdb.display_uri
+        if self.prometheus is not None:
+            urls["prometheus"] = self.prometheus.url
         return urls
 
     def stop(self) -> None:

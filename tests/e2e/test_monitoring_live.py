@@ -22,8 +22,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
-import shutil
-import string
 import time
 import uuid
 from pathlib import Path
@@ -34,8 +32,7 @@ import requests
 import yaml
 
 from devstack.polling import wait_until
-from devstack.ports import LOOPBACK, free_port
-from devstack.procs import ManagedProcess
+from devstack.servers import Prometheus
 from mlstack_core.data.generator import FEATURES, generate_frame
 
 pytestmark = pytest.mark.e2e
@@ -52,79 +49,6 @@ METRICS_SIZE_LIMIT = 64 * 1024
 
 
 # ----------------------------------------------------------------------------------------------- Prometheus
-
-
-def rules_with_for_zero(source: Path, target: Path) -> list[Path]:
-    """Copy the rule files, setting every alert's `for` to 0s (see the module docstring)."""
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in sorted(source.glob("*.yml")):
-        doc = yaml.safe_load(path.read_text())
-        for group in doc["groups"]:
-            for rule in group["rules"]:
-                if "alert" in rule:
-                    rule["for"] = "0s"
-        out = target / path.name
-        out.write_text(yaml.safe_dump(doc, sort_keys=False))
-        written.append(out)
-    return written
-
-
-class PrometheusServer:
-    """Debian's prometheus on a free loopback port, scraping the given targets with the native config template."""
-
-    def __init__(self, workdir: Path, targets: dict[str, str]) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
-        rules_dir = workdir / "rules"
-        rules_with_for_zero(PROMETHEUS_DIR / "rules", rules_dir)
-        template = string.Template((PROMETHEUS_DIR / "prometheus.native.yml.tmpl").read_text())
-        self.config = workdir / "prometheus.yml"
-        self.config.write_text(template.substitute(
-            SCRAPE_INTERVAL=SCRAPE_INTERVAL,
-            EVALUATION_INTERVAL=SCRAPE_INTERVAL,
-            RULES_GLOB=str(rules_dir / "*.yml"),
-            SERVING_TARGET=targets["serving"],
-            ETL_TARGET=targets["etl"],
-            TRAINING_TARGET=targets["training"],
-            PROMETHEUS_TARGET=f"{LOOPBACK}:{self.port}",
-        ))
-        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-        self.process = ManagedProcess(
-            "prometheus",
-            [binary, f"--config.file={self.config}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address={LOOPBACK}:{self.port}", "--log.level=warn"],
-            log_dir=workdir / "logs",
-            cwd=workdir,
-        )
-
-    def start(self) -> PrometheusServer:
-        """Start and wait (bounded) until Prometheus is ready."""
-        self.process.start()
-        self.process.wait_ready(lambda: requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200, 30)
-        return self
-
-    def stop(self) -> None:
-        """Stop the process."""
-        self.process.stop()
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant query now; the result vector (raises on a PromQL error)."""
-        response = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=TIMEOUT)
-        body = response.json()
-        if body.get("status") != "success":
-            raise AssertionError(f"query {expr!r} failed: {body.get('errorType')}: {body.get('error')}")
-        return body["data"]["result"]
-
-    def values(self, expr: str) -> dict[str, float]:
-        """Query and map each series (labels as JSON) to its value."""
-        return {json.dumps(r["metric"], sort_keys=True): float(r["value"][1]) for r in self.query(expr)}
-
-    def rules(self) -> list[dict[str, Any]]:
-        """Every loaded rule with its health and last error."""
-        body = requests.get(f"{self.url}/api/v1/rules", timeout=TIMEOUT).json()
-        return [rule for group in body["data"]["groups"] for rule in group["rules"]]
 
 
 # ----------------------------------------------------------------------------------------------- fixtures
@@ -153,7 +77,8 @@ def stack(native_stack_factory):
 def prometheus(stack, tmp_path_factory):
     """A real Prometheus scraping the three apps' Gunicorn ports every second, rules loaded."""
     targets = {name: f"{app.host}:{app.port}" for name, app in stack.apps.items()}
-    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets)
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"), targets=targets, scrape_interval=SCRAPE_INTERVAL,
+                        alerts_for_zero=True)
     server.start()
     try:
         yield server
@@ -264,7 +189,7 @@ def grafana_to_promql(expr: str) -> str:
     return expr.replace("$__rate_interval", RATE_WINDOW).replace("$__interval", RATE_WINDOW)
 
 
-def empty_after_polling(prometheus: PrometheusServer, exprs: dict[str, str], timeout: float) -> dict[str, str]:
+def empty_after_polling(prometheus: Prometheus, exprs: dict[str, str], timeout: float) -> dict[str, str]:
     """Query each expression until it returns a series or the shared deadline passes; return the empty ones."""
     deadline = time.monotonic() + timeout
     pending = dict(exprs)
