@@ -256,6 +256,34 @@ def test_retention_deletes_unaliased_versions_and_their_files(
     assert aliases(app)["champion"] == v1
 
 
+def test_retention_that_cannot_delete_files_keeps_the_version_and_retries(
+    make_app, labelled_rows, s3_server, mlflow_server
+) -> None:
+    app = make_app()
+    registry = app.extensions["training"].registry
+    v1 = run_job(app)["result"]["model_version"]  # champion
+    v2 = run_job(app)["result"]["model_version"]  # a tie, rejected: holds only the challenger alias
+    registry._client.delete_registered_model_alias(registry.model_name, "challenger")
+    # Age-based retention: every version without an alias is doomed, i.e. v2.
+    training = make_app(retention_max_age_days=1e-9).extensions["training"]
+    v2_uri = registry.artifact_uri(v2)
+    assert s3_keys(s3_server, mlflow_server, v2_uri)
+
+    s3_server.stop()  # the tracking server is up, its artifact store is not
+    try:
+        outcome = training.apply_retention()
+    finally:
+        s3_server.start()
+    assert outcome["deleted"] == [] and len(outcome["errors"]) == 1 and v2 in outcome["errors"][0]
+    assert [v.version for v in registry.versions()] == [v2, v1]  # still listed, so it will be tried again
+    assert s3_keys(s3_server, mlflow_server, v2_uri)  # and its files are still where the version says
+
+    again = training.apply_retention()
+    assert [d["version"] for d in again["deleted"]] == [v2] and again["errors"] == []
+    assert s3_keys(s3_server, mlflow_server, v2_uri) == []
+    assert [v.version for v in registry.versions()] == [v1]
+
+
 def test_mlflow_down_during_training_fails_cleanly(make_app, labelled_rows, mlflow_server, monkeypatch) -> None:
     app = make_app()
     v1 = run_job(app)["result"]["model_version"]

@@ -195,18 +195,26 @@ class ModelRegistry:
         return self._client.get_model_version_download_uri(self.model_name, version)
 
     def delete_version(self, version: Version) -> str:
-        """Delete a version, then its files in the artifact store through the server; returns the files' URI."""
+        """Delete a version's files in the artifact store (through the server), then the version; returns the URI.
+
+        Files first: if deleting them fails, the version is still listed and the next retention pass tries both
+        again (deleting files already gone is a no-op). The other order would leave files nobody can find.
+        """
+        from mlflow.exceptions import MlflowException
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         uri = self.artifact_uri(version.version)
         _check_deletable(uri)
-        # The version goes first: nobody can resolve it any more while its files are removed.
-        self._client.delete_model_version(self.model_name, version.version)
         repo = get_artifact_repository(uri, tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         repo.delete_artifacts()
+        self._client.delete_model_version(self.model_name, version.version)
         if version.source.startswith("models:/m-"):
-            # The logged model entity would otherwise still list the deleted files.
-            self._client.delete_logged_model(version.source.removeprefix("models:/"))
+            # The logged model entity would otherwise still list the deleted files (metadata only: a failure
+            # here leaves no files behind, so it is logged, not raised).
+            try:
+                self._client.delete_logged_model(version.source.removeprefix("models:/"))
+            except MlflowException as exc:
+                logger.warning("version %s deleted, its logged model entity not: %s", version.version, exc)
         return uri
 
 
