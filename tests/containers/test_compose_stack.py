@@ -44,12 +44,12 @@ CI_OVERRIDE = REPO / "compose" / "ci.override.yml"
 SERVICE_FOLDERS = (
     "serving-flask", "etl-flask-scheduler", "training-flask-scheduler", "model-management", "monitoring",
 )
-# One Dockerfile for the three Flask services (build args pick the service), one for the MLflow server.
 APP_DOCKERFILES = {
-    "app": REPO / "compose" / "app.Dockerfile",
+    "serving": REPO / "serving-flask" / "Dockerfile",
+    "etl": REPO / "etl-flask-scheduler" / "Dockerfile",
+    "training": REPO / "training-flask-scheduler" / "Dockerfile",
     "mlflow": REPO / "model-management" / "Dockerfile",
 }
-FLASK_SERVICES = {"serving": "serving-flask", "etl": "etl-flask-scheduler", "training": "training-flask-scheduler"}
 STANDIN_DOCKERFILES = sorted((SCRIPTS / "standins").glob("*/Dockerfile"))
 REQUIRED_SECRETS = (
     "ADMIN_TOKEN", "MONGO_INITDB_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD",
@@ -385,18 +385,7 @@ def test_dockerfile_keeps_engine_20_10_and_house_rules(service: str) -> None:
     if service == "mlflow":
         assert cmd == ["/bin/sh", "/app/start-server.sh"]
     else:
-        # The app comes from the service's gunicorn.conf.py (wsgi_app), checked below.
-        assert cmd == ["gunicorn", "--config", "/app/gunicorn.conf.py"]
-
-
-@pytest.mark.parametrize("service", sorted(FLASK_SERVICES))
-def test_each_flask_service_builds_the_shared_dockerfile_for_its_own_app(service: str) -> None:
-    folder = FLASK_SERVICES[service]
-    build = yaml.safe_load((REPO / folder / "docker-compose.yml").read_text())["services"][service]["build"]
-    assert build == {"context": "..", "dockerfile": "compose/app.Dockerfile",
-                     "args": {"SERVICE": service, "SERVICE_DIR": folder}}
-    config = (REPO / folder / "gunicorn.conf.py").read_text()
-    assert re.search(rf'^wsgi_app = "{service}\.app:create_app\(\)"$', config, re.MULTILINE), config
+        assert cmd == ["gunicorn", "--config", "/app/gunicorn.conf.py", f"{service}.app:create_app()"]
 
 
 def test_pyproject_deps_lists_runtime_dependencies_without_our_packages() -> None:
