@@ -108,3 +108,46 @@ def test_bad_shapes(payload, status):
     with pytest.raises(ApiError) as info:
         extract_rows(payload)
     assert info.value.status == status
+
+
+def _random_rows(rng, n: int) -> list:
+    """Rows that are mostly valid, with every kind of problem sprinkled in at random."""
+    problems = [
+        lambda r: r | {"pH": "3.1"}, lambda r: r | {"pH": True}, lambda r: r | {"pH": math.nan},
+        lambda r: r | {"alcohol": math.inf}, lambda r: r | {"pH": 15}, lambda r: r | {"density": None},
+        lambda r: r | {"quality": 6.5}, lambda r: r | {"quality": 11}, lambda r: r | {"quality": None},
+        lambda r: r | {"quality": 7}, lambda r: r | {"quality": 5.0}, lambda r: r | {"quality": True},
+        lambda r: r | {"colour": "red"}, lambda r: {k: v for k, v in r.items() if k != "pH"},
+        lambda r: {k.replace(" ", "_"): v for k, v in r.items()}, lambda r: r | {"pH": 3},
+        lambda r: r | {"pH": np.float64(3.1)}, lambda r: [1, 2], lambda r: r | {"pH": 10**30},
+    ]
+    rows = []
+    for _ in range(n):
+        row = {name: float(rng.uniform(low, high)) for name, (low, high) in BOUNDS.items() if name in FEATURES}
+        if rng.random() < 0.05:
+            row = problems[int(rng.integers(len(problems)))](row)
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_block_path_gives_exactly_what_row_by_row_checking_gives(seed):
+    from mlstack_core.validation import _validate_row_by_row
+
+    rng = np.random.default_rng(seed)
+    rows = _random_rows(rng, int(rng.integers(8, 60)))
+    fast, slow = validate_rows(rows), _validate_row_by_row(rows)
+    assert fast.errors == slow.errors
+    assert fast.quality == slow.quality
+    if fast.ok:
+        assert np.array_equal(fast.features, slow.features)
+
+
+def test_a_valid_batch_takes_the_block_path(monkeypatch):
+    import mlstack_core.validation as validation
+
+    rows = [ROW | {"quality": 6}] * 20
+    monkeypatch.setattr(validation, "_validate_row_by_row", lambda *a, **k: pytest.fail("row-by-row path used"))
+    parsed = validate_rows(rows)
+    assert parsed.ok and parsed.quality == [6] * 20
+    assert parsed.features.shape == (20, len(FEATURES))

@@ -1,4 +1,7 @@
-"""Validation of wine rows, shared by ETL ingest and serving predict (it sits on the hot path: plain Python).
+"""Validation of wine rows, shared by ETL ingest and serving predict (it sits on the hot path).
+
+A batch of well-formed rows is checked as one numpy block; anything else row by row in plain Python, which
+names every problem. Both give the same result (tested).
 
 A row is a mapping of the 11 physicochemical features (names as in the public data set, ``fixed acidity``;
 ``fixed_acidity`` is accepted too) to finite numbers within :data:`BOUNDS`, plus an optional ``quality``.
@@ -7,7 +10,9 @@ Key order never matters: values are placed by name into the fixed feature order.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +23,7 @@ from mlstack_core.data.generator import BOUNDS, FEATURES, TARGET
 from mlstack_core.errors import ApiError
 
 MAX_ROWS_PER_REQUEST = 10_000
+BLOCK_MIN_ROWS = 8
 
 _CANONICAL: dict[str, str] = {}
 for _name in (*FEATURES, TARGET):
@@ -52,6 +58,59 @@ def _number(value: Any) -> float | None:
 
 def validate_rows(rows: Sequence[Any], *, allow_extra: frozenset[str] = frozenset()) -> ParsedRows:
     """Check every row, collecting all errors (row index, field, message) instead of stopping at the first."""
+    # numpy's fixed cost (a few us) outweighs its per-row gain below a handful of rows.
+    parsed = _validate_block(rows) if len(rows) >= BLOCK_MIN_ROWS else None
+    return parsed if parsed is not None else _validate_row_by_row(rows, allow_extra=allow_extra)
+
+
+_FEATURE_KEYS = frozenset(FEATURES)
+_FEATURE_AND_TARGET_KEYS = frozenset((*FEATURES, TARGET))
+_FEATURE_VALUES = operator.itemgetter(*FEATURES)
+_NUMBER_TYPES = frozenset({int, float})
+_LOW = np.array([low for low, _ in _BOUNDS], dtype=np.float64)
+_HIGH = np.array([high for _, high in _BOUNDS], dtype=np.float64)
+
+
+def _validate_block(rows: Sequence[Any]) -> ParsedRows | None:
+    """The common case at numpy speed: every row a JSON object with exactly the 11 canonical names (and maybe
+    quality), every value a plain int or float, all within bounds. Anything else returns None and the caller
+    checks row by row, which names each problem; both give the same result for any input (tested).
+    """
+    values = []
+    quality: list[int | None] = []
+    for row in rows:
+        if type(row) is not dict:
+            return None
+        keys = row.keys()
+        if keys == _FEATURE_KEYS:
+            quality.append(None)
+        elif keys == _FEATURE_AND_TARGET_KEYS:
+            q = row[TARGET]
+            if q is None:
+                quality.append(None)
+            elif (type(q) is int or (type(q) is float and q.is_integer())) and (
+                _QUALITY_BOUNDS[0] <= q <= _QUALITY_BOUNDS[1]
+            ):
+                quality.append(int(q))
+            else:
+                return None
+        else:
+            return None
+        values.append(_FEATURE_VALUES(row))
+    # bool is an int subclass and a str would be converted by numpy: only exact int/float take this path.
+    if not _NUMBER_TYPES.issuperset(map(type, itertools.chain.from_iterable(values))):
+        return None
+    try:
+        block = np.array(values, dtype=np.float64).reshape(len(values), len(FEATURES))
+    except (OverflowError, ValueError):
+        return None
+    if not (np.isfinite(block).all() and (block >= _LOW).all() and (block <= _HIGH).all()):
+        return None
+    return ParsedRows(features=block, quality=quality, errors=[])
+
+
+def _validate_row_by_row(rows: Sequence[Any], *, allow_extra: frozenset[str] = frozenset()) -> ParsedRows:
+    """Check each value of each row and collect every problem."""
     n = len(rows)
     out = np.empty((n, len(FEATURES)), dtype=np.float64)
     quality: list[int | None] = [None] * n
