@@ -11,7 +11,7 @@ from bench.common import REPO_ROOT, append_result, loadavg, machine, wait_for_qu
 
 log = logging.getLogger("bench")
 
-ALL = ("serving", "memory", "reload", "shutdown", "ingest", "training", "profile")
+ALL = ("serving", "storage", "memory", "reload", "shutdown", "ingest", "training", "profile")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
             records = serving_bench.run(seconds=args.seconds, runs=args.runs, threads=threads, tag=args.tag)
             for key, figures in sorted(serving_bench.summarize(records).items()):
                 print(key, json.dumps(figures))
+        elif what == "storage":
+            from bench import storage_bench
+
+            for record in storage_bench.run(runs=args.runs, tag=args.tag):
+                print(json.dumps(record))
         elif what == "memory":
             from bench import serving_bench
 

@@ -147,6 +147,16 @@ def serving_metric(variant: Variant, name: str) -> float:
     return total
 
 
+# Variants that store their predictions (the others answer only).
+STORING = frozenset({"ours", "ours_gthread"})
+
+
+def storage_counters(variant: Variant) -> tuple[float, float]:
+    """(predictions stored, predictions dropped) so far, summed over the variant's workers."""
+    return (serving_metric(variant, "serving_predictions_stored_total"),
+            serving_metric(variant, "serving_predictions_dropped_total"))
+
+
 def run(
     *,
     seconds: float,
@@ -214,10 +224,20 @@ def run(
                     for name, variant in variants.items():
                         if path_for(variant, payload) is None or (clients != 8 and name in EIGHT_CLIENTS_ONLY):
                             continue
+                        counters = storage_counters(variant) if name in STORING else None
                         figures = measure_once(stack, variant, payload, connections=clients, seconds=seconds)
                         served[name] += (figures["requests"] - figures["non_2xx"]) * len(payload.rows)
-                        # The writer may still be storing a backlog: let FerretDB finish before the next variant.
+                        # The writer may still be storing a backlog: let FerretDB finish before the next variant,
+                        # and count that work too (the FerretDB column of the run covers only the load itself).
+                        settle = CpuMeter({"ferretdb": [stack.ferretdb.pid]}).start() if stack.ferretdb else None
                         figures["settle_s"] = wait_idle(stack)
+                        if settle is not None:
+                            figures["ferretdb_cpu_s_incl_settle"] = round(
+                                (figures["cpu_s"].get("ferretdb") or 0.0) + settle.stop()["ferretdb"], 3)
+                        if counters is not None:
+                            after = storage_counters(variant)
+                            figures["rows_stored"] = int(after[0] - counters[0])
+                            figures["rows_dropped"] = int(after[1] - counters[1])
                         record = append_result({"bench": "serving", "variant": name, "scenario": scenario,
                                                 "clients": clients, "run": run_index, **config, **figures})
                         records.append(record)
