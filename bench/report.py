@@ -503,7 +503,8 @@ FOOTER = """## Findings
   `floor-load` shows FerretDB's own time, which bounds any client's speed-up. Memory is where the
   streaming numpy read wins clearly: no list of dicts, no DataFrame built from dicts.
 - **Threaded workers** (`GUNICORN_THREADS`) keep Nginx's upstream connections open; on this machine they gave
-  no more requests per second and a worse p99 than sync workers at 8 clients (the GIL serialises the threads of a
-  worker), so the service keeps sync workers by default. The Nginx template sets `keepalive_timeout 4s` on the
+  within a few percent of the sync workers' requests per second (more in some sessions, fewer in others) and a
+  several times worse p99 at 8 clients (the GIL serialises the threads of a worker), so the service keeps sync
+  workers by default. The Nginx template sets `keepalive_timeout 4s` on the
   upstream so that threaded workers are not held until `graceful_timeout` by idle upstream connections at
   shutdown (Gunicorn 26's gthread worker waits for every open connection)."""
