@@ -154,7 +154,7 @@ def _machine(records: list[dict[str, Any]]) -> list[str]:
                    None)
         lines.append(f"- session {s['session']}: `python -m bench {' '.join(s['argv'])}`, load average "
                      f"{s['load_start']} at start{'' if s['quiet'] else ' (did not drop below the limit in time)'}"
-                     f", {end['load_end'] if end else '?'} at end")
+                     + (f", {end['load_end']} at end" if end else ", stopped before its end (partial figures)"))
     return lines
 
 
