@@ -163,26 +163,25 @@ def tree_cpu_seconds(pids: Iterable[int]) -> float:
     return total
 
 
-def rss_mib(pid: int) -> float:
-    """Resident set size of a process in MiB (VmRSS)."""
+def _proc_kib_as_mib(path: str, field: str) -> float:
+    """A "Field:   N kB" line of a /proc file, in MiB (NaN when the process or the field is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process in MiB (VmRSS)."""
+    return _proc_kib_as_mib(f"/proc/{pid}/status", "VmRSS:")
 
 
 def pss_mib(pid: int) -> float:
     """Proportional set size in MiB (shared pages divided among sharers): fair per-worker memory."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    return _proc_kib_as_mib(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 @dataclass

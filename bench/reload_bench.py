@@ -14,7 +14,6 @@ live worker pid) polled every 50 ms; two sampler threads also record the version
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from typing import Any
@@ -25,10 +24,10 @@ from bench.common import append_result, loadavg
 from bench.loadgen import run_wrk
 from bench.serving_bench import payloads, wait_all_workers_on
 from bench.stack import ADMIN_TOKEN, BenchStack, Variant
+from devstack.stack import worker_model_versions
 
 log = logging.getLogger("bench")
 
-_VERSION_SAMPLE = re.compile(r'^serving_model_version\{[^}]*pid="(\d+)"[^}]*\}\s+(\S+)$')
 LOAD_SECONDS = 16.0
 PROMOTE_AT = 4.0
 
@@ -36,12 +35,7 @@ PROMOTE_AT = 4.0
 def worker_versions(variant: Variant) -> dict[int, str]:
     """Version served per live worker pid, from /metrics."""
     text = requests.get(f"{variant.url}/metrics", timeout=2).text
-    out = {}
-    for line in text.splitlines():
-        match = _VERSION_SAMPLE.match(line)
-        if match:
-            out[int(match.group(1))] = str(int(float(match.group(2))))
-    return out
+    return {pid: str(version) for pid, version in worker_model_versions(text).items()}
 
 
 def _sampler(url: str, body: bytes, stop: threading.Event, seen: list[tuple[float, str | None, int]]) -> None:

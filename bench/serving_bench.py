@@ -137,14 +137,15 @@ def predictions_stored(stack: BenchStack) -> int:
         return client[DEFAULT_MONGO_DB]["predictions"].estimated_document_count()
 
 
-def serving_metric(variant: Variant, name: str) -> float:
-    """Sum of a metric's samples on the variant's /metrics (0 when absent)."""
+def serving_metrics(variant: Variant, *names: str) -> tuple[float, ...]:
+    """Sum of each metric's samples on one read of the variant's /metrics (0 when absent)."""
     text = requests.get(f"{variant.url}/metrics", timeout=10).text
-    total = 0.0
+    totals = dict.fromkeys(names, 0.0)
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return tuple(totals[name] for name in names)
 
 
 # Variants that store their predictions (the others answer only).
@@ -153,8 +154,8 @@ STORING = frozenset({"ours", "ours_gthread"})
 
 def storage_counters(variant: Variant) -> tuple[float, float]:
     """(predictions stored, predictions dropped) so far, summed over the variant's workers."""
-    return (serving_metric(variant, "serving_predictions_stored_total"),
-            serving_metric(variant, "serving_predictions_dropped_total"))
+    stored, dropped = serving_metrics(variant, "serving_predictions_stored_total", "serving_predictions_dropped_total")
+    return stored, dropped
 
 
 def run(
@@ -260,7 +261,7 @@ def storage_check(stack: BenchStack, ours: Variant, expected: int, config: dict[
     deadline = time.monotonic() + 600
     stored, last_change, previous = 0, time.monotonic(), -1
     while time.monotonic() < deadline:
-        stored = int(serving_metric(ours, "serving_predictions_stored_total"))
+        stored = int(storage_counters(ours)[0])
         if stored >= expected:
             break
         if stored != previous:
@@ -268,8 +269,7 @@ def storage_check(stack: BenchStack, ours: Variant, expected: int, config: dict[
         elif time.monotonic() - last_change > 15:
             break  # no progress for 15 s: the writer has nothing left
         time.sleep(1)
-    dropped = serving_metric(ours, "serving_predictions_dropped_total")
-    written = serving_metric(ours, "serving_predictions_stored_total")
+    written, dropped = storage_counters(ours)
     # wrk does not count the requests in flight when a run ends, which the server still answers and stores:
     # stored may exceed the counted rows by up to clients x rows per request per run, never fall short.
     record = {"bench": "storage", "variant": "ours", "answered_rows_counted": expected, "stored": int(written),

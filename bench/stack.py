@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT
-from devstack.servers import FerretDB, GunicornApp, MlflowServer, Nginx, S3Server, _Server, _status_is
+from devstack.servers import FerretDB, GunicornApp, MlflowServer, Nginx, S3Server, _Server, _status_is, stop_all
 from devstack.stack import DEFAULT_MONGO_DB, MODEL_ALIAS, MODEL_NAME
 
 log = logging.getLogger("bench")
@@ -40,23 +40,11 @@ class MlflowModelServer(_Server):
 
     def __init__(self, workdir: str | os.PathLike[str], *, model_uri: str, tracking_uri: str,
                  workers: int = 1, port: int | None = None) -> None:
-        from devstack.ports import LOOPBACK, free_port
-
-        super().__init__(workdir)
+        super().__init__(workdir, port=port)
         self.name = "mlflow-serve"
         self.model_uri = model_uri
         self.tracking_uri = tracking_uri
         self.workers = workers
-        self.host = LOOPBACK
-        self.port = port or free_port()
-
-    @property
-    def url(self) -> str:
-        """http://127.0.0.1:PORT of uvicorn itself."""
-        return f"http://{self.host}:{self.port}"
-
-    def _ports(self) -> list[int]:
-        return [self.port]
 
     def _argv(self) -> list[str]:
         return [sys.executable, "-m", "mlflow", "models", "serve", "-m", self.model_uri, "--env-manager", "local",
@@ -269,12 +257,7 @@ class BenchStack:
         """Stop every variant and the infrastructure; delete the work dir unless asked to keep it."""
         for name in list(self.variants):
             self.stop_variant(name)
-        while self._started:
-            server = self._started.pop()
-            try:
-                server.stop()
-            except Exception:
-                log.exception("stopping %s failed", server.name)
+        stop_all(self._started)
         for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
             os.environ.pop(name, None)
         if self._own_dir and not self.keep:

@@ -79,12 +79,20 @@ class _Server:
     ready_timeout: float = 60.0
     stop_grace: float = 10.0
 
-    def __init__(self, workdir: str | os.PathLike[str]) -> None:
+    def __init__(self, workdir: str | os.PathLike[str], *, port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_dir = self.workdir / "logs"
+        # Loopback only; the port is picked once, so a restart keeps it and clients keep their URLs.
+        self.host = LOOPBACK
+        self.port = port or free_port()
         self._proc: ManagedProcess | None = None
         self.start_seconds: float | None = None
+
+    @property
+    def url(self) -> str:
+        """http://127.0.0.1:PORT of the server."""
+        return f"http://{self.host}:{self.port}"
 
     # Subclasses fill these in.
     def _argv(self) -> list[str]:
@@ -100,7 +108,8 @@ class _Server:
         """Hook for preparing files before the process starts."""
 
     def _ports(self) -> list[int]:
-        return []
+        """The ports to wait for (free) before a start."""
+        return [self.port]
 
     @property
     def running(self) -> bool:
@@ -165,6 +174,16 @@ class _Server:
         self.stop()
 
 
+def stop_all(servers: list[Any]) -> None:
+    """Stop the servers newest first, emptying the list; a failure is logged, never raised."""
+    while servers:
+        server = servers.pop()
+        try:
+            server.stop()
+        except Exception:
+            log.exception("stopping %s failed", server.name)
+
+
 class FerretDB(_Server):
     """FerretDB v1 (MongoDB wire protocol) on SQLite files, with SCRAM authentication on."""
 
@@ -181,13 +200,11 @@ class FerretDB(_Server):
         port: int | None = None,
         debug_port: int | None = None,
     ) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, port=port)
         self.username = username
         self.password = password
         # FerretDB creates the setup user in this database, so clients must authenticate against it.
         self.database = database
-        self.host = LOOPBACK
-        self.port = port or free_port()
         self.debug_port = debug_port or free_port()
         self.data_dir = self.workdir / "data"
         self.state_dir = self.workdir / "state"
@@ -275,11 +292,9 @@ class S3Server(_Server):
         secret_key: str,
         port: int | None = None,
     ) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, port=port)
         self.access_key = access_key
         self.secret_key = secret_key
-        self.host = LOOPBACK
-        self.port = port or free_port()
         self.data_dir = self.workdir / "data"
         self.iam_dir = self.workdir / "iam"
         self.meta_dir = self.workdir / "meta"
@@ -288,10 +303,7 @@ class S3Server(_Server):
     @property
     def endpoint_url(self) -> str:
         """http://127.0.0.1:PORT, for boto3's endpoint_url and MLFLOW_S3_ENDPOINT_URL."""
-        return f"http://{self.host}:{self.port}"
-
-    def _ports(self) -> list[int]:
-        return [self.port]
+        return self.url
 
     def _before_start(self) -> None:
         for path in (self.data_dir, self.iam_dir):
@@ -389,21 +401,16 @@ class MlflowServer(_Server):
         port: int | None = None,
         python: str | None = None,
     ) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, port=port)
         self.s3 = s3
         self.bucket = bucket
-        self.host = LOOPBACK
-        self.port = port or free_port()
         self.python = python or sys.executable
         self.db_path = self.workdir / "mlflow.db"
 
     @property
     def uri(self) -> str:
         """The tracking URI (also the UI's address)."""
-        return f"http://{self.host}:{self.port}"
-
-    def _ports(self) -> list[int]:
-        return [self.port]
+        return self.url
 
     def _before_start(self) -> None:
         self.s3.create_bucket(self.bucket)
@@ -466,27 +473,17 @@ class GunicornApp(_Server):
         python: str | None = None,
         ready_path: str = "/health",
     ) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, port=port)
         self.name = name
         self.app_spec = app_spec
         self.extra_env = dict(env)
         self.workers = workers
         self.config_file = Path(config_file) if config_file is not None else None
-        self.host = LOOPBACK
-        self.port = port or free_port()
         self.python = python or sys.executable
         self.ready_path = ready_path
         self.metrics_dir = self.workdir / "prometheus"
         self.state_dir = self.workdir / "state"
         self.app_log_dir = self.workdir / "app-logs"
-
-    @property
-    def url(self) -> str:
-        """http://127.0.0.1:PORT of Gunicorn itself (bypassing Nginx)."""
-        return f"http://{self.host}:{self.port}"
-
-    def _ports(self) -> list[int]:
-        return [self.port]
 
     def _before_start(self) -> None:
         # Samples of a previous run's workers must not be merged into this run's /metrics.
@@ -560,24 +557,14 @@ class Nginx(_Server):
         binary: str | None = None,
         ready_path: str = "/health",
     ) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, port=port)
         self.name = name
         self.template_path = Path(template_path)
         self.upstream = upstream
-        self.host = LOOPBACK
-        self.port = port or free_port()
         self.binary = binary or os.environ.get("NGINX_BIN") or shutil.which("nginx") or NGINX_BIN
         self.ready_path = ready_path
         self.conf_path = self.workdir / "nginx.conf"
         self.access_log = self.log_dir / f"{name}-access.log"
-
-    @property
-    def url(self) -> str:
-        """http://127.0.0.1:PORT of this Nginx."""
-        return f"http://{self.host}:{self.port}"
-
-    def _ports(self) -> list[int]:
-        return [self.port]
 
     def render(self) -> str:
         """The full nginx.conf: a minimal main context wrapping the rendered server-block template."""
@@ -667,22 +654,12 @@ class Prometheus(_Server):
         scrape_interval: str = "15s",
         alerts_for_zero: bool = False,
     ) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, port=port)
         self.targets = dict(targets)  # job name (serving, etl, training) -> host:port of its Gunicorn
-        self.host = LOOPBACK
-        self.port = port or free_port()
         self.scrape_interval = scrape_interval
         self.alerts_for_zero = alerts_for_zero
         self.config = self.workdir / "prometheus.yml"
-        self.binary = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus") or "/usr/bin/prometheus"
-
-    @property
-    def url(self) -> str:
-        """http://127.0.0.1:PORT of Prometheus (UI and API)."""
-        return f"http://{self.host}:{self.port}"
-
-    def _ports(self) -> list[int]:
-        return [self.port]
+        self.binary = find_tool("prometheus", "PROMETHEUS_BIN")
 
     def _before_start(self) -> None:
         import string

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from types import TracebackType
 from typing import Self
 
 from devstack.ports import pick_port
-from devstack.servers import REPO_ROOT, FerretDB, GunicornApp, MlflowServer, Nginx, Prometheus, S3Server
+from devstack.servers import REPO_ROOT, FerretDB, GunicornApp, MlflowServer, Nginx, Prometheus, S3Server, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,16 @@ MONGO_USER = "mlstack"
 DEFAULT_MONGO_DB = "DUMMY"
 MODEL_NAME = "sk-learn-linear-reg-model"
 MODEL_ALIAS = "champion"
+
+_VERSION_SERIES = re.compile(r'^serving_model_version\{[^}]*pid="(\d+)"[^}]*\}\s+(\S+)$', re.MULTILINE)
+
+
+def worker_model_versions(metrics_text: str) -> dict[int, int]:
+    """Serving's /metrics text -> the registry version each live worker serves, by pid (0: none loaded yet).
+
+    Answers sampled through Nginx may never reach a lagging worker; the merged /metrics shows every worker.
+    """
+    return {int(pid): int(float(value)) for pid, value in _VERSION_SERIES.findall(metrics_text)}
 
 
 @dataclass(frozen=True)
@@ -304,12 +315,7 @@ class NativeStack:
 
     def stop(self) -> None:
         """Stop what this stack started, newest first; logs failures and never raises."""
-        while self._started:
-            server = self._started.pop()
-            try:
-                server.stop()
-            except Exception:
-                log.exception("stopping %s failed", server.name)
+        stop_all(self._started)
 
     def __enter__(self) -> Self:
         return self.start()

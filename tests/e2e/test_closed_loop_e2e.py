@@ -9,7 +9,6 @@ rollback returns to v1. Then the failure cases: MLflow down during training, Mon
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import threading
@@ -21,6 +20,7 @@ import pytest
 import requests
 
 from devstack.polling import wait_until
+from devstack.stack import worker_model_versions
 from mlstack_core.data.generator import FEATURES, generate_frame
 
 pytestmark = pytest.mark.e2e
@@ -73,17 +73,10 @@ def alias_version(registry, alias: str) -> str | None:
     return aliases.get(alias)
 
 
-_VERSION_SERIES = re.compile(r'^serving_model_version\{[^}]*pid="(\d+)"[^}]*\}\s+(\S+)$', re.MULTILINE)
-
-
 def worker_versions(stack) -> set[str | None]:
-    """The version every serving worker reports on /metrics (one series per worker pid, 0 while none is loaded).
-
-    Sampling answers through Nginx may never reach a lagging worker; the merged /metrics shows every worker.
-    A worker without its series yet counts as None.
-    """
+    """The version every serving worker reports on /metrics; a worker without its series yet counts as None."""
     text = requests.get(f"{stack.urls['serving']}/metrics", timeout=TIMEOUT).text
-    by_pid = {pid: int(float(value)) for pid, value in _VERSION_SERIES.findall(text)}
+    by_pid = worker_model_versions(text)
     versions: set[str | None] = {str(v) if v else None for v in by_pid.values()}
     if len(by_pid) < stack.workers:
         versions.add(None)
