@@ -284,6 +284,26 @@ def test_retention_that_cannot_delete_files_keeps_the_version_and_retries(
     assert [v.version for v in registry.versions()] == [v1]
 
 
+def test_retention_finishes_a_version_whose_files_an_earlier_pass_already_deleted(
+    make_app, labelled_rows, s3_server, mlflow_server
+) -> None:
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    app = make_app()
+    registry = app.extensions["training"].registry
+    v1 = run_job(app)["result"]["model_version"]
+    v2 = run_job(app)["result"]["model_version"]
+    registry._client.delete_registered_model_alias(registry.model_name, "challenger")
+    v2_uri = registry.artifact_uri(v2)
+    # An earlier pass deleted the files, then lost the registry before deleting the version.
+    get_artifact_repository(v2_uri, tracking_uri=mlflow_server.uri, registry_uri=mlflow_server.uri).delete_artifacts()
+    assert s3_keys(s3_server, mlflow_server, v2_uri) == []
+
+    outcome = make_app(retention_max_age_days=1e-9).extensions["training"].apply_retention()
+    assert [d["version"] for d in outcome["deleted"]] == [v2] and outcome["errors"] == []
+    assert [v.version for v in registry.versions()] == [v1]
+
+
 def test_mlflow_down_during_training_fails_cleanly(make_app, labelled_rows, mlflow_server, monkeypatch) -> None:
     app = make_app()
     v1 = run_job(app)["result"]["model_version"]
