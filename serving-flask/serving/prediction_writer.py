@@ -27,6 +27,9 @@ from mlstack_core.data.generator import FEATURES
 logger = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
+# While the buffer overflows (MongoDB down or slower than the request rate), one log line per this many seconds
+# sums up the drops; the counter (serving_predictions_dropped_total) counts every one.
+DROP_LOG_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class PredictionWriter:
         on_written: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
         on_buffered: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._collection = collection
         self._flush_seconds = flush_seconds
@@ -95,6 +99,9 @@ class PredictionWriter:
         self._on_written = on_written or (lambda n: None)
         self._on_dropped = on_dropped or (lambda n: None)
         self._on_buffered = on_buffered or (lambda n: None)
+        self._clock = clock
+        self._unlogged_drops = 0
+        self._last_drop_log: float | None = None
         self.written = 0
         self.dropped = 0
 
@@ -110,6 +117,7 @@ class PredictionWriter:
 
     def add(self, batch: PendingBatch) -> None:
         """Queue a request's predictions (never blocks on MongoDB)."""
+        dropped = 0
         with self._lock:
             self._queue.append(batch)
             self._buffered_rows += len(batch.predictions)
@@ -119,9 +127,28 @@ class PredictionWriter:
                 old = self._queue.popleft()
                 self._buffered_rows -= len(old.predictions)
                 overflow -= len(old.predictions)
-                self.dropped += len(old.predictions)
-                self._on_dropped(len(old.predictions))
-                logger.error("prediction buffer full: dropped %d stored predictions", len(old.predictions))
+                dropped += len(old.predictions)
+            self.dropped += dropped
+        if dropped:
+            self._on_dropped(dropped)
+            self._log_drops(dropped)
+
+    def _log_drops(self, count: int) -> None:
+        """One error line per DROP_LOG_SECONDS while drops go on, not one per request (that would flood the log
+        exactly when MongoDB is in trouble)."""
+        now = self._clock()
+        with self._lock:
+            self._unlogged_drops += count
+            if self._last_drop_log is not None and now - self._last_drop_log < DROP_LOG_SECONDS:
+                return
+            count, self._unlogged_drops = self._unlogged_drops, 0
+            since = None if self._last_drop_log is None else now - self._last_drop_log
+            self._last_drop_log = now
+        logger.error(
+            "prediction buffer full (PREDICTION_BUFFER_MAX=%d rows): dropped the %d oldest unstored predictions%s; "
+            "MongoDB is down or slower than the prediction rate (serving_predictions_dropped_total counts them)",
+            self._max_rows, count, "" if since is None else f" in the last {since:.0f} s",
+        )
 
     def _take(self) -> list[PendingBatch]:
         with self._lock:
@@ -163,6 +190,8 @@ class PredictionWriter:
             except Exception:
                 logger.exception("prediction writer failed")
             self._on_buffered(self._buffered_rows)
+            if self._unlogged_drops:
+                self._log_drops(0)  # the summary of drops since the last line, once the interval is over
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the thread and write what is left, retrying for up to ``timeout`` seconds."""

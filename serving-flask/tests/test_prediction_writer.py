@@ -1,0 +1,142 @@
+"""Unit tests of the prediction writer: bounded buffer, drop order and accounting, retries, shutdown flush.
+
+The collection is a stand-in (these test the buffer logic); writing to a real MongoDB-protocol server is
+covered by the integration and e2e suites (stored counts after load and after SIGTERM).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import numpy as np
+import pytest
+from pymongo.errors import AutoReconnect, BulkWriteError
+
+from serving.prediction_writer import DROP_LOG_SECONDS, PendingBatch, PredictionWriter
+
+MODEL = {"name": "m", "version": "1", "run_id": "r"}
+
+
+class FakeCollection:
+    """Records insert_many calls; raises what it is told to."""
+
+    def __init__(self) -> None:
+        self.inserted: list[dict] = []
+        self.error: Exception | None = None
+
+    def insert_many(self, docs, ordered=True):
+        if self.error is not None:
+            raise self.error
+        self.inserted.extend(docs)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def batch(tag: int, rows: int = 10) -> PendingBatch:
+    """A batch whose predictions are all `tag`, so the stored documents tell which batches survived."""
+    return PendingBatch(np.full((rows, 11), 1.0), np.full(rows, float(tag)), MODEL, f"req-{tag}", None,
+                        dt.datetime.now(dt.UTC))
+
+
+def make_writer(collection: FakeCollection, max_rows: int = 100, clock: Clock | None = None):
+    counts = {"written": 0, "dropped": 0}
+    writer = PredictionWriter(
+        lambda: collection, flush_seconds=60, max_buffered_rows=max_rows,
+        on_written=lambda n: counts.__setitem__("written", counts["written"] + n),
+        on_dropped=lambda n: counts.__setitem__("dropped", counts["dropped"] + n),
+        clock=clock or Clock(),
+    )
+    return writer, counts
+
+
+def test_overflow_drops_the_oldest_batches_and_counts_every_row():
+    collection = FakeCollection()
+    collection.error = AutoReconnect("down")
+    writer, counts = make_writer(collection, max_rows=100)
+    for tag in range(15):
+        writer.add(batch(tag))
+    assert writer.buffered_rows == 100
+    assert writer.dropped == counts["dropped"] == 50
+    assert writer.flush() is False  # MongoDB down: kept for later
+    assert writer.buffered_rows == 100
+    collection.error = None
+    assert writer.flush() is True
+    stored = [doc["prediction"] for doc in collection.inserted]
+    assert sorted(set(stored)) == [float(tag) for tag in range(5, 15)]  # the 5 oldest batches went
+    assert stored == sorted(stored)  # put back in their order
+    assert writer.written == counts["written"] == 100
+    assert writer.buffered_rows == 0
+
+
+def test_drops_are_logged_once_per_interval_with_their_sum(caplog):
+    collection = FakeCollection()
+    clock = Clock()
+    writer, _ = make_writer(collection, max_rows=100, clock=clock)
+    with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
+        for tag in range(500):  # one-row traffic while MongoDB is down: 400 drops, one per request
+            writer.add(batch(tag, rows=1))
+        first = [r.getMessage() for r in caplog.records]
+        assert len(first) == 1 and "dropped the 1 oldest" in first[0]
+        clock.now += DROP_LOG_SECONDS / 2
+        writer.add(batch(1000, rows=1))
+        assert len(caplog.records) == 1  # still inside the interval
+        clock.now += DROP_LOG_SECONDS
+        writer.add(batch(1001, rows=1))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "dropped the 401 oldest" in messages[1]  # every drop after the first line, summed
+    assert writer.dropped == 402
+
+
+def test_pending_drop_summary_is_logged_by_the_writer_loop_once_the_interval_is_over(caplog):
+    collection = FakeCollection()
+    clock = Clock()
+    writer, _ = make_writer(collection, max_rows=100, clock=clock)
+    with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
+        for tag in range(12):
+            writer.add(batch(tag))  # 2 overflows: the first logged, the second pending
+        assert len(caplog.records) == 1
+        clock.now += DROP_LOG_SECONDS + 1
+        writer._log_drops(0)  # what the loop does after each flush
+    assert len(caplog.records) == 2 and "dropped the 10 oldest" in caplog.records[1].getMessage()
+
+
+def test_duplicate_keys_are_ignored_other_write_errors_are_logged(caplog):
+    collection = FakeCollection()
+    writer, _ = make_writer(collection)
+    writer.add(batch(1))
+    collection.error = BulkWriteError({"writeErrors": [{"code": 11000, "errmsg": "dup"}]})
+    with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
+        assert writer.flush() is True
+    assert not caplog.records
+    writer.add(batch(2))
+    collection.error = BulkWriteError({"writeErrors": [{"code": 121, "errmsg": "invalid"}]})
+    with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
+        assert writer.flush() is True
+    assert "rejected by MongoDB" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("recovers", [True, False])
+def test_close_writes_what_is_left_and_says_what_it_could_not(recovers, caplog):
+    collection = FakeCollection()
+    writer, _ = make_writer(collection)
+    writer.start()
+    writer.add(batch(1))
+    writer.add(batch(2))
+    if not recovers:
+        collection.error = AutoReconnect("down")
+    with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
+        writer.close(timeout=0.5)
+    if recovers:
+        assert len(collection.inserted) == 20 and writer.buffered_rows == 0
+        assert not caplog.records
+    else:
+        assert writer.buffered_rows == 20
+        assert "20 predictions could not be stored" in caplog.records[-1].getMessage()
