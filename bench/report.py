@@ -21,6 +21,8 @@ LABELS = {
     "ours_nostore": "ours, STORE_PREDICTIONS=false",
     "floor_flask": "floor: Flask, JSON in/out, no work",
     "floor_wsgi": "floor: bare WSGI, no framework",
+    "floor_flask_gthread": "floor: Flask, GUNICORN_THREADS=4",
+    "floor_wsgi_gthread": "floor: bare WSGI, GUNICORN_THREADS=4",
     "original": "original /predictDummy/ (pyfunc + pandas)",
     "mlflow": "mlflow models serve (uvicorn, 1 worker)",
 }

@@ -25,7 +25,8 @@ log = logging.getLogger("bench")
 BATCH_ROWS = 1000
 GTHREADS = 4
 # Reference variants (floors, the threaded configuration) run at 8 clients only, to keep the whole run short.
-EIGHT_CLIENTS_ONLY = frozenset({"ours_gthread", "floor_flask", "floor_wsgi"})
+FLOORS = ("floor_flask", "floor_wsgi", "floor_flask_gthread", "floor_wsgi_gthread")
+EIGHT_CLIENTS_ONLY = frozenset({"ours_gthread", *FLOORS})
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,7 @@ def run(
     scenarios: tuple[str, ...] = ("one_row", "batch_1000"),
     workers: int = 2,
     threads: int | None = None,
-    include: tuple[str, ...] = ("ours", "ours_gthread", "ours_nostore", "floor_flask", "floor_wsgi", "original",
-                                "mlflow"),
+    include: tuple[str, ...] = ("ours", "ours_gthread", "ours_nostore", *FLOORS, "original", "mlflow"),
     memory_requests: int = 0,
     tag: str = "",
 ) -> list[dict[str, Any]]:
@@ -195,6 +195,10 @@ def run(
         for kind in ("flask", "wsgi"):
             if f"floor_{kind}" in include:
                 variants[f"floor_{kind}"] = stack.start_floor(kind, workers=workers, threads=threads)
+            if f"floor_{kind}_gthread" in include:
+                # Threaded workers keep Nginx's upstream connections open, which saves a connect per request.
+                variants[f"floor_{kind}_gthread"] = stack.start_floor(kind, workers=workers, threads=GTHREADS,
+                                                                      name=f"floor_{kind}_gthread")
         if "original" in include:
             variants["original"] = stack.start_original(version, workers=workers)
         if "mlflow" in include:

@@ -215,13 +215,14 @@ class BenchStack:
                           workers=workers)
         return self._variant(name, app, one_row_path="/predictDummy/", batch_path=None)
 
-    def start_floor(self, kind: str, *, workers: int = 2, threads: int | None = None) -> Variant:
+    def start_floor(self, kind: str, *, workers: int = 2, threads: int | None = None,
+                    name: str | None = None) -> Variant:
         """A no-work app (``flask`` or ``wsgi``, see bench.floor_apps) under our Gunicorn config, behind Nginx."""
         spec = "bench.floor_apps:flask_app()" if kind == "flask" else "bench.floor_apps:wsgi_app"
-        env = {"PYTHONPATH": f"{REPO_ROOT}:{os.environ.get('PYTHONPATH', '')}", "SERVICE_NAME": f"floor-{kind}"}
+        name = name or f"floor_{kind}"
+        env = {"PYTHONPATH": f"{REPO_ROOT}:{os.environ.get('PYTHONPATH', '')}", "SERVICE_NAME": name}
         if threads is not None:
             env["GUNICORN_THREADS"] = str(threads)
-        name = f"floor_{kind}"
         app = GunicornApp(name, spec, env=env, workdir=self.workdir / name, workers=workers,
                           config_file=SERVING_ROOT / "gunicorn.conf.py")
         return self._variant(name, app, one_row_path="/predict", batch_path="/predict")
