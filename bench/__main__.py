@@ -19,7 +19,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("what", nargs="*", default=["all"],
                         help=f"any of {', '.join(ALL)}, profile, report, all (default: all, then report)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of one load run (default 20)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per variant and scenario (default 3)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs per variant and scenario, serving and ingest (default 3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="GUNICORN_THREADS of our serving (default: what its gunicorn.conf.py sets)")
     parser.add_argument("--memory-requests", type=int, default=100_000,
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         elif what == "ingest":
             from bench import ingest_bench
 
-            print(json.dumps(ingest_bench.run(rows=args.ingest_rows, tag=args.tag), indent=1))
+            print(json.dumps(ingest_bench.run(rows=args.ingest_rows, runs=args.runs, tag=args.tag), indent=1))
         elif what == "training":
             from bench import training_bench
 

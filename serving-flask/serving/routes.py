@@ -128,7 +128,7 @@ def latest_data():
 def data_count():
     """Number of rows stored, and how many still wait for a prediction."""
     repo = _repo()
-    return jsonify(count=repo.exact_count(), pending=repo.count_pending())
+    return jsonify(count=repo.count(), pending=repo.count_pending())
 
 
 @bp.get("/predictTestMLFlow/")

@@ -82,7 +82,7 @@ def seed_if_empty(mongo: MongoProvider, collection: str, rows: int) -> int:
         if not lease.acquire():
             return 0
         repo.ensure_indexes()
-        if repo.exact_count() > 0:
+        if repo.has_rows():
             return 0
         frame = generate_frame(rows, seed=None)
         features = frame.drop(columns=["quality"]).to_numpy(dtype=np.float64)

@@ -8,8 +8,9 @@ import threading
 from typing import Any
 
 from pymongo import MongoClient
+from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,25 @@ class MongoProvider:
                 self._client.close()
             self._client = None
             self._pid = None
+
+
+NAMESPACE_NOT_FOUND = 26
+
+
+def collection_count(collection: Collection) -> int:
+    """Documents in a collection from its statistics (``$collStats`` count), without reading them.
+
+    ``estimated_document_count`` is metadata on MongoDB but a full scan on FerretDB (measured: 4.7 s per 100k
+    rows), while ``$collStats`` is metadata on both (0.13 s there). Both are exact on a cleanly running server;
+    a sharded collection answers one document per shard, summed here. A collection that does not exist has 0.
+    """
+    try:
+        return sum(int(doc.get("count", 0)) for doc in collection.aggregate([{"$collStats": {"count": {}}}]))
+    except OperationFailure as exc:
+        if exc.code == NAMESPACE_NOT_FOUND:
+            return 0
+        logger.info("$collStats unavailable on %s (%s), counting with estimated_document_count", collection.name, exc)
+        return collection.estimated_document_count()
 
 
 def public_doc(doc: dict[str, Any]) -> dict[str, Any]:

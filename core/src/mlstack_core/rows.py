@@ -8,7 +8,7 @@ an update costs FerretDB (the MongoDB-protocol server used natively and in tests
 collection size per document (measured: 60 ms per update in a 30k-row collection), while inserts and deletes
 by ``_id`` stay cheap; on MongoDB both designs are fine.
 Only MongoDB features that FerretDB also implements are used (insert_many, find with sort/limit/projection and
-``$in``/``$nin``, delete_many, count_documents, create_index); tests run them against FerretDB.
+``$in``/``$nin``, delete_many, count_documents, ``$collStats`` count, create_index); tests run them against FerretDB.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from mlstack_core.data.generator import FEATURES, TARGET
+from mlstack_core.mongo import collection_count
 
 PENDING = "pending"
 DONE = "done"
@@ -131,16 +132,17 @@ class RowsRepository:
         return rows
 
     def count(self) -> int:
-        """Number of rows, from the collection's metadata (fast)."""
-        return self.col.estimated_document_count()
+        """Number of rows, from the collection's statistics (no scan; see mlstack_core.mongo.collection_count)."""
+        return collection_count(self.col)
+
+    def has_rows(self) -> bool:
+        """True when the collection holds at least one row (reads one _id)."""
+        return self.col.find_one({}, {"_id": 1}) is not None
 
     def count_pending(self) -> int:
         """Number of rows waiting for a prediction."""
-        return self.pending_col.count_documents({})
+        return collection_count(self.pending_col)  # one mark per waiting row, nothing else
 
-    def exact_count(self) -> int:
-        """Exact number of rows (count_documents)."""
-        return self.col.count_documents({})
 
     def labelled_arrays(
         self, *, batch_size: int = 10_000, max_time_ms: int | None = None
