@@ -4,6 +4,7 @@
   validated numpy block the /ingest endpoint builds;
 - ``ours-endpoint``: POST /ingest through Nginx in 10k-row JSON requests (validation, storage, forwarding to
   serving and serving's storage of the predictions all included), ETL and serving both running;
+- ``ours-2-threads``: the same batches from two concurrent clients (how much FerretDB inserts in parallel);
 - ``original``: one ``insert_one`` per row, the document built from a DataFrame row as the original did.
 Runs alternate between the variants; each writes a fresh collection of the same FerretDB.
 """
@@ -49,6 +50,25 @@ def ours_repository(client: Any, frame: Any, collection: str) -> int:
     return inserted
 
 
+def ours_parallel(client: Any, frame: Any, collection: str, threads: int = 2) -> int:
+    """The same batches from `threads` concurrent clients: does FerretDB insert them in parallel?"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlstack_core.data.generator import FEATURES, TARGET
+    from mlstack_core.rows import RowsRepository, new_batch_id
+
+    repo = RowsRepository(client[DATABASE][collection])
+    features = frame[list(FEATURES)].to_numpy(dtype=np.float64)
+    quality = frame[TARGET].tolist()
+
+    def insert(i: int) -> int:
+        return len(repo.insert_batch(features[i:i + BATCH], quality[i:i + BATCH], source="ingest",
+                                     batch_id=new_batch_id(), pending=True))
+
+    with ThreadPoolExecutor(threads) as pool:
+        return sum(pool.map(insert, range(0, len(frame), BATCH)))
+
+
 def original(client: Any, frame: Any, collection: str) -> int:
     """The original ETL: one document per DataFrame row, one insert_one each."""
     col = client[DATABASE][collection]
@@ -89,7 +109,7 @@ def run(*, rows: int, runs: int = 1, endpoint: bool = True, tag: str = "") -> li
             etl = stack.start_etl(serving_url=ours.url, database=DATABASE)
             etl_url = etl.url
         with stack.ferretdb.client(socketTimeoutMS=600_000) as client:
-            variants = ["ours-repository", "original"] + (["ours-endpoint"] if endpoint else [])
+            variants = ["ours-repository", "ours-2-threads", "original"] + (["ours-endpoint"] if endpoint else [])
             for run_index in range(runs):
                 for variant in variants:
                     collection = f"{variant.replace('-', '_')}_{run_index}"
@@ -98,6 +118,8 @@ def run(*, rows: int, runs: int = 1, endpoint: bool = True, tag: str = "") -> li
                     started = time.perf_counter()
                     if variant == "ours-repository":
                         stored = ours_repository(client, frame, collection)
+                    elif variant == "ours-2-threads":
+                        stored = ours_parallel(client, frame, collection)
                     elif variant == "original":
                         stored = original(client, frame, collection)
                     else:
