@@ -35,23 +35,9 @@ def _frame(rows: int, seed: int):
     return generate_frame(rows, seed=seed)
 
 
-def ours_repository(client: Any, frame: Any, collection: str) -> int:
-    """The ingest endpoint's storage step: validated rows as a numpy block, insert_batch with pending marks."""
-    from mlstack_core.data.generator import FEATURES, TARGET
-    from mlstack_core.rows import RowsRepository, new_batch_id
-
-    repo = RowsRepository(client[DATABASE][collection])
-    features = frame[list(FEATURES)].to_numpy(dtype=np.float64)
-    quality = frame[TARGET].tolist()
-    inserted = 0
-    for i in range(0, len(frame), BATCH):
-        inserted += len(repo.insert_batch(features[i:i + BATCH], quality[i:i + BATCH], source="ingest",
-                                          batch_id=new_batch_id(), pending=True))
-    return inserted
-
-
-def ours_parallel(client: Any, frame: Any, collection: str, threads: int = 2) -> int:
-    """The same batches from `threads` concurrent clients: does FerretDB insert them in parallel?"""
+def ours_repository(client: Any, frame: Any, collection: str, threads: int = 1) -> int:
+    """The ingest endpoint's storage step: validated rows as a numpy block, insert_batch with pending marks, from
+    `threads` concurrent clients (more than one: does FerretDB insert the batches in parallel?)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from mlstack_core.data.generator import FEATURES, TARGET
@@ -119,7 +105,7 @@ def run(*, rows: int, runs: int = 1, endpoint: bool = True, tag: str = "") -> li
                     if variant == "ours-repository":
                         stored = ours_repository(client, frame, collection)
                     elif variant == "ours-2-threads":
-                        stored = ours_parallel(client, frame, collection)
+                        stored = ours_repository(client, frame, collection, threads=2)
                     elif variant == "original":
                         stored = original(client, frame, collection)
                     else:

@@ -523,7 +523,7 @@ FOOTER = """## Findings
   bound, and the looser one if FerretDB could use both cores and the client were free). Rows without pending
   marks reach the "training fill" rate. `ours-endpoint` includes validation, forwarding to
   serving and serving storing the predictions of the same rows, all on the same two cores. (Until session
-  20261127T045605 every ingest variant's time included a final `estimated_document_count`, which scans the
+  20261127T045604 every ingest variant's time included a final `estimated_document_count`, which scans the
   collection on FerretDB: ours looked about half as fast as it is.)
 - **Training load**: FerretDB spends about the same CPU per document whatever the client asks (projection or
   not), and that server time is most of the original's read; the client side is what we can change.

@@ -128,22 +128,36 @@ class PredictionWriter:
                 self._buffered_rows -= len(old.predictions)
                 overflow -= len(old.predictions)
                 dropped += len(old.predictions)
-            self.dropped += dropped
+            if dropped:
+                self.dropped += dropped
+                self._unlogged_drops += dropped
+                summary = self._drop_summary_due()
         if dropped:
             self._on_dropped(dropped)
-            self._log_drops(dropped)
+            self._log_drops(summary)
 
-    def _log_drops(self, count: int) -> None:
-        """One error line per DROP_LOG_SECONDS while drops go on, not one per request (that would flood the log
-        exactly when MongoDB is in trouble)."""
-        now = self._clock()
+    def log_pending_drops(self) -> None:
+        """Log the drops not logged yet once DROP_LOG_SECONDS have passed since the last line (the writer loop
+        calls this, so the last drops of an overflow are reported even when no request drops any more)."""
         with self._lock:
-            self._unlogged_drops += count
-            if self._last_drop_log is not None and now - self._last_drop_log < DROP_LOG_SECONDS:
-                return
-            count, self._unlogged_drops = self._unlogged_drops, 0
-            since = None if self._last_drop_log is None else now - self._last_drop_log
-            self._last_drop_log = now
+            summary = self._drop_summary_due() if self._unlogged_drops else None
+        self._log_drops(summary)
+
+    def _drop_summary_due(self) -> tuple[int, float | None] | None:
+        # Caller holds the lock. One error line per DROP_LOG_SECONDS while drops go on, not one per request
+        # (that would flood the log exactly when MongoDB is in trouble): (drops to report, seconds they span).
+        now = self._clock()
+        if self._last_drop_log is not None and now - self._last_drop_log < DROP_LOG_SECONDS:
+            return None
+        count, self._unlogged_drops = self._unlogged_drops, 0
+        since = None if self._last_drop_log is None else now - self._last_drop_log
+        self._last_drop_log = now
+        return count, since
+
+    def _log_drops(self, summary: tuple[int, float | None] | None) -> None:
+        if summary is None:
+            return
+        count, since = summary
         logger.error(
             "prediction buffer full (PREDICTION_BUFFER_MAX=%d rows): dropped the %d oldest unstored predictions%s; "
             "MongoDB is down or slower than the prediction rate (serving_predictions_dropped_total counts them)",
@@ -190,8 +204,7 @@ class PredictionWriter:
             except Exception:
                 logger.exception("prediction writer failed")
             self._on_buffered(self._buffered_rows)
-            if self._unlogged_drops:
-                self._log_drops(0)  # the summary of drops since the last line, once the interval is over
+            self.log_pending_drops()
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the thread and write what is left, retrying for up to ``timeout`` seconds."""

@@ -75,10 +75,16 @@ def test_overflow_drops_the_oldest_batches_and_counts_every_row():
     assert writer.buffered_rows == 0
 
 
-def test_drops_are_logged_once_per_interval_with_their_sum(caplog):
-    collection = FakeCollection()
+@pytest.fixture
+def clocked():
+    """A writer (100 rows at most) on a clock the test moves."""
     clock = Clock()
-    writer, _ = make_writer(collection, max_rows=100, clock=clock)
+    writer, _ = make_writer(FakeCollection(), max_rows=100, clock=clock)
+    return writer, clock
+
+
+def test_drops_are_logged_once_per_interval_with_their_sum(clocked, caplog):
+    writer, clock = clocked
     with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
         for tag in range(500):  # one-row traffic while MongoDB is down: 400 drops, one per request
             writer.add(batch(tag, rows=1))
@@ -95,16 +101,16 @@ def test_drops_are_logged_once_per_interval_with_their_sum(caplog):
     assert writer.dropped == 402
 
 
-def test_pending_drop_summary_is_logged_by_the_writer_loop_once_the_interval_is_over(caplog):
-    collection = FakeCollection()
-    clock = Clock()
-    writer, _ = make_writer(collection, max_rows=100, clock=clock)
+def test_pending_drop_summary_is_logged_by_the_writer_loop_once_the_interval_is_over(clocked, caplog):
+    writer, clock = clocked
     with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
         for tag in range(12):
             writer.add(batch(tag))  # 2 overflows: the first logged, the second pending
         assert len(caplog.records) == 1
+        writer.log_pending_drops()  # what the loop does after each flush: nothing yet, inside the interval
+        assert len(caplog.records) == 1
         clock.now += DROP_LOG_SECONDS + 1
-        writer._log_drops(0)  # what the loop does after each flush
+        writer.log_pending_drops()
     assert len(caplog.records) == 2 and "dropped the 10 oldest" in caplog.records[1].getMessage()
 
 

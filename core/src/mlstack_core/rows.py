@@ -8,7 +8,7 @@ an update costs FerretDB (the MongoDB-protocol server used natively and in tests
 collection size per document (measured: 60 ms per update in a 30k-row collection), while inserts and deletes
 by ``_id`` stay cheap; on MongoDB both designs are fine.
 Only MongoDB features that FerretDB also implements are used (insert_many, find with sort/limit/projection and
-``$in``/``$nin``, delete_many, count_documents, ``$collStats`` count, create_index); tests run them against FerretDB.
+``$in``/``$nin``, delete_many, ``$collStats`` count, create_index); tests run them against FerretDB.
 """
 
 from __future__ import annotations
