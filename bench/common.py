@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from devstack.procs import descendants
+
 log = logging.getLogger("bench")
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -119,26 +121,6 @@ def median(values: Iterable[float]) -> float:
 
 
 # ------------------------------------------------------------------ /proc readings
-
-
-def descendants(pid: int) -> list[int]:
-    """pid and every process below it (children of every thread, recursively)."""
-    found = [pid]
-    i = 0
-    while i < len(found):
-        current = found[i]
-        i += 1
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
-            except OSError:
-                continue
-            found.extend(int(c) for c in children if int(c) not in found)
-    return found
 
 
 def cpu_seconds(pid: int) -> float:

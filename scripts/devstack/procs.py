@@ -30,6 +30,26 @@ def _die_with_parent() -> None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (children of every thread, recursively), pid first."""
+    found = [pid]
+    i = 0
+    while i < len(found):
+        current = found[i]
+        i += 1
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            found.extend(int(c) for c in children if int(c) not in found)
+    return found
+
+
 class ProcessError(RuntimeError):
     """A managed process died or did not become ready in time; the message ends with its log's tail."""
 
