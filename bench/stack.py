@@ -31,6 +31,8 @@ SERVING_ROOT = REPO_ROOT / "serving-flask"
 NGINX_TEMPLATE = SERVING_ROOT / "nginx" / "default.conf.template"
 EXPERIMENT = "bench"
 ADMIN_TOKEN = "bench-" + secrets.token_urlsafe(24)
+# The ETL's identity towards serving (row ids and quality on /predict); the bench ETL sends it.
+SERVICE_TOKEN = "bench-service-" + secrets.token_urlsafe(24)
 
 
 class MlflowModelServer(_Server):
@@ -163,6 +165,7 @@ class BenchStack:
         assert self.ferretdb is not None and self.mlflow is not None
         env = {
             "ADMIN_TOKEN": ADMIN_TOKEN,
+            "SERVICE_TOKEN": SERVICE_TOKEN,
             "MONGO_URI": self.ferretdb.uri,
             "MONGO_DB": DEFAULT_MONGO_DB,
             "MLFLOW_TRACKING_URI": self.mlflow.uri,

@@ -1,6 +1,6 @@
 """What storing a 1,000-row batch of predictions costs the database (FerretDB), per document layout.
 
-- ``per-row``: the documents serving writes (``serving.prediction_writer.batch_documents``, one per row);
+- ``per-row``: the documents serving writes (``mlstack_core.predictions.batch_documents``, one per row);
 - ``bucket``: one document per request holding the inputs and predictions as column arrays (not what serving
   does: measured to show what that trade-off would buy).
 Each layout inserts the same batches into its own collection of one FerretDB with ``insert_many``, one batch
@@ -27,23 +27,22 @@ BATCH_ROWS = 1000
 
 def _batch(seed: int) -> Any:
     from mlstack_core.data.generator import FEATURES, generate_frame
-    from serving.prediction_writer import PendingBatch
+    from mlstack_core.predictions import PredictionBatch
 
     frame = generate_frame(BATCH_ROWS, seed=seed)
     features = frame[list(FEATURES)].to_numpy(dtype=np.float64)
-    return PendingBatch(
+    return PredictionBatch(
         features=features,
         predictions=features @ np.linspace(0.1, 1.1, len(FEATURES)),
         model={"name": "sk-learn-linear-reg-model", "version": "3", "run_id": "0" * 32},
         request_id="f" * 32,
-        ids=None,
         created_at=dt.datetime.now(dt.UTC),
     )
 
 
 def per_row(batch: Any) -> list[dict[str, Any]]:
     """Serving's own documents for the batch."""
-    from serving.prediction_writer import batch_documents
+    from mlstack_core.predictions import batch_documents
 
     return batch_documents(batch)
 

@@ -38,7 +38,8 @@ def test_counts_follow_inserts_and_deletes_exactly(db):
     assert repo.has_rows()
     assert repo.count() == 1300 == db["rows"].count_documents({})
     assert repo.count_pending() == 1234
-    assert repo.mark_predicted(ids[:1000]) == 1000
+    db["predictions"].insert_many([{"_id": row_id, "prediction": 5.0} for row_id in ids[:1000]])
+    assert repo.mark_predicted(ids[:1000]) == (1000, [])  # marks go only with a stored prediction
     assert repo.count_pending() == 234 == db["rows_pending"].count_documents({})
     db["rows"].delete_many({"_id": {"$in": ids[:10]}})
     assert repo.count() == 1290

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlstack_core.settings import BaseServiceSettings, SettingsError, load_settings
+from mlstack_core.settings import BaseServiceSettings, DataPathSettings, SettingsError, load_settings
 
 TOKEN = "a-real-admin-token-0123456789"
 
@@ -46,3 +46,25 @@ def test_mongo_uri_wins_over_parts():
     settings = load_settings(BaseServiceSettings, {"admin_token": TOKEN, "mongo_uri": "mongodb://x:1/"})
     assert settings.mongo_connection_uri() == "mongodb://x:1/"
     assert "mongodb://x:1/" not in repr(settings)  # secrets stay out of logs
+
+
+SERVICE = "a-real-service-token-0123456789"
+
+
+def test_data_path_services_require_a_service_token(monkeypatch):
+    monkeypatch.delenv("SERVICE_TOKEN", raising=False)
+    with pytest.raises(SettingsError, match="SERVICE_TOKEN: is required"):
+        load_settings(DataPathSettings, {"admin_token": TOKEN})
+
+
+@pytest.mark.parametrize(("token", "why"), [("changeme", "placeholder"), ("short", "16 characters"),
+                                            (TOKEN, "differ from ADMIN_TOKEN")])
+def test_weak_or_reused_service_tokens_are_refused(token, why):
+    with pytest.raises(SettingsError, match=f"SERVICE_TOKEN: .*{why}"):
+        load_settings(DataPathSettings, {"admin_token": TOKEN, "service_token": token})
+
+
+def test_a_distinct_service_token_is_accepted():
+    settings = load_settings(DataPathSettings, {"admin_token": TOKEN, "service_token": SERVICE})
+    assert settings.service_token.get_secret_value() == SERVICE
+    assert settings.predictions_collection == "predictions"

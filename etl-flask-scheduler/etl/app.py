@@ -25,15 +25,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     mongo = app.extensions["mongo"]
     on_shutdown(mongo.close)
     forwarder = services.Forwarder(
-        settings.predict_api, timeout=settings.predict_timeout_seconds, retries=settings.predict_retries
+        settings.predict_api, service_token=settings.service_token.get_secret_value(),
+        timeout=settings.predict_timeout_seconds, retries=settings.predict_retries,
     )
     app.extensions["forwarder"] = forwarder
 
     def etl_job(run_id: str) -> dict[str, Any]:
-        repo = RowsRepository(mongo.db()[settings.mongo_collection])
+        repo = RowsRepository(mongo.db()[settings.mongo_collection], predictions=settings.predictions_collection)
         return services.run_etl(
             run_id, repo=repo, forwarder=forwarder, batch_size=settings.etl_batch_size,
-            backfill_limit=settings.backfill_limit, request_id=job_service.request_id_of(run_id),
+            backfill_limit=settings.backfill_limit, sweep_rows=settings.sweep_rows,
+            request_id=job_service.request_id_of(run_id),
         )
 
     job = JobDefinition(JOB_NAME, etl_job, IntervalSpec(seconds=settings.etl_interval_seconds))

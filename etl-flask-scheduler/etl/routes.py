@@ -15,7 +15,8 @@ bp = Blueprint("etl", __name__)
 
 
 def _repo() -> RowsRepository:
-    return RowsRepository(get_mongo().db()[get_settings().mongo_collection])
+    settings = get_settings()
+    return RowsRepository(get_mongo().db()[settings.mongo_collection], predictions=settings.predictions_collection)
 
 
 @bp.get("/")

@@ -1,4 +1,10 @@
-"""ETL use cases: generate or ingest rows, store them, forward them to serving, backfill what is left."""
+"""ETL use cases: generate or ingest rows, store them, forward them to serving, backfill what is left.
+
+A row stops being pending only once its prediction is stored: serving stores row-id predictions before it
+answers, and the ETL still checks by id in the predictions collection before it deletes a mark
+(:meth:`mlstack_core.rows.RowsRepository.mark_predicted`), so neither a serving bug nor a lost write marks a
+row done without its prediction. What is not stored stays pending and goes with the next run (backfill).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from typing import Any
 import numpy as np
 import requests
 from prometheus_client import Counter
+from pymongo.errors import PyMongoError
 
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
 from mlstack_core.errors import ApiError
@@ -23,6 +30,10 @@ ROWS_INGESTED = Counter("etl_rows_ingested_total", "Rows written to MongoDB by t
 ROWS_PREDICTED = Counter("etl_rows_predicted_total", "Rows that got their prediction from serving.")
 ROWS_BACKFILLED = Counter("etl_rows_backfilled_total", "Rows of earlier runs predicted by a later run.")
 FORWARD_FAILURES = Counter("etl_forward_failures_total", "Calls to serving that failed (rows stay pending).")
+ROWS_UNSTORED = Counter(
+    "etl_rows_unstored_total", "Rows serving answered for without a stored prediction (they stay pending)."
+)
+ROWS_SWEPT = Counter("etl_rows_swept_total", "Rows found with neither a pending mark nor a prediction, re-marked.")
 
 
 class ForwardError(RuntimeError):
@@ -30,19 +41,21 @@ class ForwardError(RuntimeError):
 
 
 class Forwarder:
-    """Sends rows to serving's batch predict endpoint (PREDICTAPI) in one call."""
+    """Sends rows to serving's batch predict endpoint (PREDICTAPI) in one call, as the ETL service."""
 
-    def __init__(self, url: str, *, timeout: float, retries: int) -> None:
+    def __init__(self, url: str, *, service_token: str, timeout: float, retries: int) -> None:
         self.url = url
         self.timeout = (2.0, timeout)
         self.session = make_session(retries=retries)
+        self._token = service_token
 
     def predict(
         self, features: np.ndarray, quality: list[int | None], ids: list[str], request_id: str | None
     ) -> tuple[list[float], dict]:
         """Predictions for the rows, in order, and the model that made them.
 
-        The known quality goes along so serving can store it beside the prediction (live error monitoring).
+        The row ids and known quality go along with the service token: serving stores each prediction under
+        its row's id (with the quality, for live error monitoring) before it answers.
         """
         rows = []
         for values, truth in zip(features.tolist(), quality, strict=True):
@@ -52,7 +65,8 @@ class Forwarder:
             rows.append(row)
         try:
             response = self.session.post(
-                self.url, json={"rows": rows, "ids": ids}, headers=forward_headers(request_id), timeout=self.timeout
+                self.url, json={"rows": rows, "ids": ids}, headers=forward_headers(request_id, self._token),
+                timeout=self.timeout,
             )
         except requests.RequestException as exc:
             raise ForwardError(f"serving unreachable: {type(exc).__name__}") from exc
@@ -79,7 +93,7 @@ def forward(
     backfill_limit: int,
     request_id: str | None,
 ) -> dict[str, Any]:
-    """Send new rows plus older pending ones to serving; rows it answered for stop being pending."""
+    """Send new rows plus older pending ones to serving; rows whose prediction is stored stop being pending."""
     backlog = repo.pending(limit=backfill_limit, exclude=new_ids) if backfill_limit else []
     ids = list(new_ids) + [doc["_id"] for doc in backlog]
     if not ids:
@@ -96,10 +110,15 @@ def forward(
         FORWARD_FAILURES.inc()
         logger.warning("%d rows stay pending: %s", len(ids), exc)
         return {"sent": len(ids), "predicted": 0, "backfilled": 0, "pending": len(ids), "forward_error": str(exc)}
-    updated = repo.mark_predicted(ids)
+    updated, unstored = repo.mark_predicted(ids)
     ROWS_PREDICTED.inc(updated)
     ROWS_BACKFILLED.inc(len(backlog))
-    return {"sent": len(ids), "predicted": updated, "backfilled": len(backlog), "model": model}
+    summary = {"sent": len(ids), "predicted": updated, "backfilled": len(backlog), "model": model}
+    if unstored:
+        ROWS_UNSTORED.inc(len(unstored))
+        logger.error("serving answered for %d rows whose prediction is not stored; they stay pending", len(unstored))
+        summary |= {"pending": len(unstored), "unstored": len(unstored)}
+    return summary
 
 
 def run_etl(
@@ -109,19 +128,35 @@ def run_etl(
     forwarder: Forwarder,
     batch_size: int,
     backfill_limit: int,
+    sweep_rows: int = 0,
     request_id: str | None = None,
 ) -> dict[str, Any]:
-    """One scheduled run: generate a batch, store it (pending), forward it with the backlog."""
+    """One scheduled run: generate a batch, store it (pending), sweep for orphans, forward it with the backlog."""
     frame = generate_frame(batch_size)
     features = frame[list(FEATURES)].to_numpy(dtype=np.float64)
     quality = frame[TARGET].tolist()
     ids = repo.insert_batch(features, quality, source="generator", batch_id=run_id, pending=True)
     ROWS_INGESTED.labels("generator").inc(len(ids))
+    swept = sweep(repo, rows=sweep_rows)
     summary = forward(
         repo, forwarder, new_ids=ids, new_features=features, new_quality=quality, backfill_limit=backfill_limit,
         request_id=request_id or run_id,
     )
-    return {"batch_id": run_id, "inserted": len(ids), **summary}
+    return {"batch_id": run_id, "inserted": len(ids), **summary, **swept}
+
+
+def sweep(repo: RowsRepository, *, rows: int) -> dict[str, Any]:
+    """Re-mark rows with neither a pending mark nor a prediction, so this run's backfill sends them."""
+    if rows <= 0:
+        return {}
+    try:
+        result = repo.sweep(limit=rows)
+    except PyMongoError as exc:
+        # Housekeeping: the next run continues from the same watermark.
+        logger.warning("orphan sweep skipped: %s: %s", type(exc).__name__, exc)
+        return {"swept": 0, "sweep_error": type(exc).__name__}
+    ROWS_SWEPT.inc(result.remarked)
+    return {"swept": result.remarked}
 
 
 def ingest(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field
 
-from mlstack_core.settings import BaseServiceSettings
+from mlstack_core.settings import DataPathSettings
 
 
-class EtlSettings(BaseServiceSettings):
+class EtlSettings(DataPathSettings):
     """ETL: schedule, batch size, and where serving's batch predict endpoint is."""
 
     service_name: str = "etl"
@@ -22,4 +22,6 @@ class EtlSettings(BaseServiceSettings):
     )
     predict_retries: int = Field(2, ge=0, le=5, validation_alias=AliasChoices("PREDICT_RETRIES"))
     scheduler_enabled: bool = Field(True, validation_alias=AliasChoices("SCHEDULER_ENABLED"))
+    # Rows per run the orphan sweep checks for "neither pending nor predicted" (0: no sweep); see rows.sweep.
+    sweep_rows: int = Field(1000, ge=0, le=100_000, validation_alias=AliasChoices("ETL_SWEEP_ROWS"))
     max_ingest_rows: int = Field(10_000, ge=1, le=100_000, validation_alias=AliasChoices("MAX_INGEST_ROWS"))

@@ -84,6 +84,7 @@ def up(args: argparse.Namespace) -> int:
     stack = NativeStack(
         workdir,
         admin_token=admin_token,
+        service_token=os.environ.get("SERVICE_TOKEN") or None,
         workers=args.workers,
         ports=FIXED_PORTS if args.fixed_ports else None,
         prometheus=not args.no_prometheus,

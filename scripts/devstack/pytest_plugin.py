@@ -35,6 +35,7 @@ def devstack_admin_token() -> str:
 
 
 UNIT_ADMIN_TOKEN = "unit-test-admin-token-0123456789"
+UNIT_SERVICE_TOKEN = "unit-test-service-token-0123456789"
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +64,7 @@ def offline_settings(tmp_path: Path) -> dict[str, object]:
     """Unit-test settings shared by every service: MongoDB on a closed port with tiny timeouts, no scheduler."""
     return {
         "admin_token": UNIT_ADMIN_TOKEN,
+        "service_token": UNIT_SERVICE_TOKEN,
         "mongo_uri": "mongodb://127.0.0.1:1/",
         "mongo_timeout_ms": 200,
         "state_dir": tmp_path / "state",
@@ -80,6 +82,12 @@ def client(app):
 def admin() -> dict[str, str]:
     """Headers carrying the unit tests' admin token."""
     return {"Authorization": f"Bearer {UNIT_ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def service() -> dict[str, str]:
+    """Headers carrying the unit tests' service token (the ETL's role on serving's /predict)."""
+    return {"Authorization": f"Bearer {UNIT_SERVICE_TOKEN}"}
 
 
 @pytest.fixture(scope="session")

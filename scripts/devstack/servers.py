@@ -54,7 +54,7 @@ def find_tool(name: str, env_var: str) -> str:
 
 # Settings a caller's process may carry (mlflow.set_tracking_uri/set_registry_uri export them) that would point a
 # server of ours at someone else's registry or database.
-_LEAKY_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MONGO_URI", "ADMIN_TOKEN")
+_LEAKY_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MONGO_URI", "ADMIN_TOKEN", "SERVICE_TOKEN")
 
 
 def base_env() -> dict[str, str]:

@@ -98,17 +98,31 @@ def resolve_services(services: Iterable[str | ServiceSpec] | None) -> tuple[Serv
     return tuple(sorted(wanted, key=lambda spec: order.get(spec.name, len(order))))
 
 
-def load_or_create_secrets(workdir: Path) -> dict[str, str]:
-    """Credentials for a work dir: made once, then reused (FerretDB keeps its first user's password)."""
-    path = workdir / "secrets.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    values = {
+def _new_secrets() -> dict[str, str]:
+    return {
         "mongo_password": secrets.token_urlsafe(18),
         "s3_access_key": "devstack" + secrets.token_hex(6),
         "s3_secret_key": secrets.token_urlsafe(24),
         "admin_token": secrets.token_urlsafe(32),
+        "service_token": secrets.token_urlsafe(32),
     }
+
+
+def load_or_create_secrets(workdir: Path) -> dict[str, str]:
+    """Credentials for a work dir: made once, then reused (FerretDB keeps its first user's password).
+
+    A work dir made before a secret existed gets that secret added (the others keep their values).
+    """
+    path = workdir / "secrets.json"
+    fresh = _new_secrets()
+    if path.is_file():
+        values = json.loads(path.read_text())
+        if set(fresh) <= set(values):
+            return values
+        values = fresh | values
+        path.unlink()
+    else:
+        values = fresh
     workdir.mkdir(parents=True, exist_ok=True)
     # Created private, so the secrets are never readable by others even for a moment.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -125,6 +139,7 @@ class NativeStack:
         workdir: str | os.PathLike[str],
         *,
         admin_token: str,
+        service_token: str | None = None,
         workers: int = 2,
         extra_env: Mapping[str, str] | None = None,
         mongo_db: str = DEFAULT_MONGO_DB,
@@ -138,6 +153,8 @@ class NativeStack:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.admin_token = admin_token
+        # The ETL's token towards serving; None: the work dir's own (secrets.json), set when the stack starts.
+        self.service_token = service_token
         self.workers = workers
         self.extra_env = dict(extra_env or {})
         self.mongo_db = mongo_db
@@ -183,6 +200,7 @@ class NativeStack:
 
     def _start_infra(self) -> None:
         creds = load_or_create_secrets(self.workdir)
+        self.service_token = self.service_token or creds["service_token"]
         if self.ferretdb is None:
             self.ferretdb = FerretDB(
                 self.workdir / "ferretdb",
@@ -204,7 +222,7 @@ class NativeStack:
         self._start(self.mlflow)
 
     def _service_env(self, spec: ServiceSpec) -> dict[str, str]:
-        assert self.ferretdb is not None and self.mlflow is not None
+        assert self.ferretdb is not None and self.mlflow is not None and self.service_token is not None
         env = {
             "ADMIN_TOKEN": self.admin_token,
             "MONGO_URI": self.ferretdb.uri,
@@ -212,6 +230,8 @@ class NativeStack:
             "MLFLOW_TRACKING_URI": self.mlflow.uri,
         }
         serving_url = self.nginx["serving"].url if "serving" in self.nginx else None
+        if spec.name in ("serving", "etl"):
+            env["SERVICE_TOKEN"] = self.service_token  # training has no use for it: not given
         if spec.name == "serving":
             env.update({"MODEL_NAME": MODEL_NAME, "MODEL_ALIAS": MODEL_ALIAS})
         elif spec.name == "etl" and serving_url:
@@ -285,8 +305,14 @@ class NativeStack:
             self.nginx[name].stop()
         self.apps[name].stop()
 
-    def start_app(self, name: str) -> None:
-        """Start a stopped service again on the same ports, Gunicorn first, then its Nginx if stopped."""
+    def start_app(self, name: str, *, env: Mapping[str, str] | None = None) -> None:
+        """Start a stopped service again on the same ports, Gunicorn first, then its Nginx if stopped.
+
+        ``env`` overrides variables of the service's usual environment for this start (a fault to inject);
+        the next start without it restores the usual one.
+        """
+        spec = next(spec for spec in self.services if spec.name == name)
+        self.apps[name].extra_env = self._service_env(spec) | dict(env or {})
         self.apps[name].start()
         self.nginx[name].start()
 

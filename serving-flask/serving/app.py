@@ -11,6 +11,7 @@ from flask import Flask
 from mlstack_core.appkit import add_readiness_check, create_base_app
 from mlstack_core.jobs import LeaderElector
 from mlstack_core.lifecycle import on_shutdown
+from mlstack_core.predictions import PredictionsRepository
 from mlstack_core.rows import RowsRepository
 from mlstack_core.settings import load_settings
 from serving import metrics, routes
@@ -53,9 +54,10 @@ def create_app(test_config: dict[str, Any] | None = None, *, registry: Any = Non
             logger.warning("no answer from the registry within %.0f s: taking requests without a model (503) until "
                            "the watcher loads one", settings.model_startup_wait_seconds)
 
+    # STORE_PREDICTIONS governs anonymous predictions only; the ETL's row-id predictions are always stored.
     if settings.store_predictions:
         writer = PredictionWriter(
-            lambda: mongo.db()[settings.predictions_collection],
+            lambda: PredictionsRepository(mongo.db()[settings.predictions_collection]),
             flush_seconds=settings.prediction_flush_seconds,
             max_buffered_rows=settings.prediction_buffer_max,
             on_written=metrics.PREDICTIONS_STORED.inc,
@@ -80,7 +82,7 @@ def _start_quality_monitor(settings: ServingSettings, store: ModelStore, registr
         store=store,
         # A registry stand-in without references (tests) simply means no drift figures.
         reference_loader=getattr(registry, "drift_reference", lambda run_id: None),
-        predictions=lambda: mongo.db()[settings.predictions_collection],
+        predictions=lambda: PredictionsRepository(mongo.db()[settings.predictions_collection]),
         rows=lambda: RowsRepository(mongo.db()[settings.mongo_collection], predictions=settings.predictions_collection),
         interval_seconds=settings.monitor_interval_seconds,
         drift_window_rows=settings.drift_window_rows,

@@ -13,7 +13,8 @@ from prometheus_client import Counter, Gauge
 PREDICTIONS = Counter("serving_predictions_total", "Rows predicted (single and batch requests).")
 PREDICTIONS_STORED = Counter("serving_predictions_stored_total", "Predictions written to MongoDB.")
 PREDICTIONS_DROPPED = Counter(
-    "serving_predictions_dropped_total", "Predictions dropped because the write buffer was full (MongoDB down)."
+    "serving_predictions_dropped_total",
+    "Anonymous predictions not stored: buffer full (MongoDB down or slow), refused by MongoDB, left at shutdown.",
 )
 PREDICTION_BUFFER = Gauge(
     "serving_prediction_buffer_rows", "Predictions waiting to be written to MongoDB.", multiprocess_mode="livesum"

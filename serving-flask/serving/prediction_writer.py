@@ -1,15 +1,20 @@
-"""Stores predictions in MongoDB in batches, off the request path, and flushes on shutdown.
+"""Stores anonymous predictions in MongoDB in batches, off the request path, and flushes on shutdown.
 
 A request only appends its arrays to an in-memory deque (microseconds); a thread turns them into documents
-and writes them with ``insert_many`` every ``PREDICTION_FLUSH_SECONDS``. Forwarded ETL rows carry their row
-id as the document id, so a retried or backfilled batch is stored once (duplicate keys are ignored).
-On SIGTERM Gunicorn's worker_exit hook calls :meth:`close`, which writes what is left.
+(:func:`mlstack_core.predictions.batch_documents`) and writes them with ``insert_many`` every
+``PREDICTION_FLUSH_SECONDS``. Each document's ``_id`` is fixed when the thread first builds it and kept while
+it waits for a retry, so a flush that timed out after the server wrote it stores nothing twice when it is sent
+again. On SIGTERM Gunicorn's worker_exit hook calls :meth:`close`, which writes what is left.
+
+Best effort by design: what the bounded buffer drops, what MongoDB refuses and what is still buffered when a
+worker dies or the shutdown budget runs out is lost, and every such row is counted in
+``serving_predictions_dropped_total`` (alert ``PredictionsDropped``) except those of a killed worker. ETL rows
+never go through here: serving stores them before it answers (:mod:`serving.services`).
 """
 
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import logging
 import threading
 import time
@@ -17,60 +22,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from bson import ObjectId
-from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import PyMongoError
 
-from mlstack_core.data.generator import FEATURES
+from mlstack_core.predictions import PredictionBatch, PredictionsRepository, batch_documents
 
 logger = logging.getLogger(__name__)
 
-DUPLICATE_KEY = 11000
 # While the buffer overflows (MongoDB down or slower than the request rate), one log line per this many seconds
 # sums up the drops; the counter (serving_predictions_dropped_total) counts every one.
 DROP_LOG_SECONDS = 10.0
 
 
-@dataclass(frozen=True)
-class PendingBatch:
-    """One request's predictions, kept as arrays until the writer thread builds documents."""
+@dataclass
+class _Queued:
+    """A batch waiting in the buffer, with its documents once the writer thread has built them."""
 
-    features: np.ndarray
-    predictions: np.ndarray
-    model: dict[str, Any]
-    request_id: str | None
-    ids: list[str] | None
-    created_at: dt.datetime
-    quality: list[int | None] | None = None  # ground truth sent along (ETL rows), for live error monitoring
+    batch: PredictionBatch
+    docs: list[dict[str, Any]] | None = None
 
-
-def _doc_id(row_id: str) -> Any:
-    return ObjectId(row_id) if ObjectId.is_valid(row_id) else row_id
-
-
-def batch_documents(batch: PendingBatch) -> list[dict[str, Any]]:
-    """The MongoDB documents of a batch: inputs by feature name, prediction, model version, request id."""
-    docs = []
-    rows = batch.features.tolist()
-    preds = batch.predictions.tolist()
-    for i, (row, pred) in enumerate(zip(rows, preds, strict=True)):
-        doc = {
-            "inputs": dict(zip(FEATURES, row, strict=True)),
-            "prediction": pred,
-            "model_name": batch.model["name"],
-            "model_version": batch.model["version"],
-            "run_id": batch.model["run_id"],
-            "request_id": batch.request_id,
-            "created_at": batch.created_at,
-        }
-        if batch.ids is not None:
-            doc["_id"] = _doc_id(batch.ids[i])
-            doc["row_id"] = batch.ids[i]
-        if batch.quality is not None and batch.quality[i] is not None:
-            doc["quality"] = batch.quality[i]
-        docs.append(doc)
-    return docs
+    def __len__(self) -> int:
+        return len(self.batch)
 
 
 class PredictionWriter:
@@ -78,7 +49,7 @@ class PredictionWriter:
 
     def __init__(
         self,
-        collection: Callable[[], Collection],
+        repository: Callable[[], PredictionsRepository],
         *,
         flush_seconds: float,
         max_buffered_rows: int,
@@ -87,10 +58,10 @@ class PredictionWriter:
         on_buffered: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._collection = collection
+        self._repository = repository
         self._flush_seconds = flush_seconds
         self._max_rows = max_buffered_rows
-        self._queue: collections.deque[PendingBatch] = collections.deque()
+        self._queue: collections.deque[_Queued] = collections.deque()
         self._buffered_rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -115,26 +86,30 @@ class PredictionWriter:
         self._thread = threading.Thread(target=self._loop, name="prediction-writer", daemon=True)
         self._thread.start()
 
-    def add(self, batch: PendingBatch) -> None:
+    def add(self, batch: PredictionBatch) -> None:
         """Queue a request's predictions (never blocks on MongoDB)."""
         dropped = 0
         with self._lock:
-            self._queue.append(batch)
-            self._buffered_rows += len(batch.predictions)
+            self._queue.append(_Queued(batch))
+            self._buffered_rows += len(batch)
             overflow = self._buffered_rows - self._max_rows
             # Bounded memory while MongoDB is down: the oldest predictions go first, counted and logged.
             while overflow > 0 and self._queue:
                 old = self._queue.popleft()
-                self._buffered_rows -= len(old.predictions)
-                overflow -= len(old.predictions)
-                dropped += len(old.predictions)
+                self._buffered_rows -= len(old)
+                overflow -= len(old)
+                dropped += len(old)
             if dropped:
-                self.dropped += dropped
-                self._unlogged_drops += dropped
+                self._count_drops(dropped)
                 summary = self._drop_summary_due()
         if dropped:
             self._on_dropped(dropped)
             self._log_drops(summary)
+
+    def _count_drops(self, rows: int) -> None:
+        # Caller holds the lock.
+        self.dropped += rows
+        self._unlogged_drops += rows
 
     def log_pending_drops(self) -> None:
         """Log the drops not logged yet once DROP_LOG_SECONDS have passed since the last line (the writer loop
@@ -164,36 +139,44 @@ class PredictionWriter:
             self._max_rows, count, "" if since is None else f" in the last {since:.0f} s",
         )
 
-    def _take(self) -> list[PendingBatch]:
+    def _take(self) -> list[_Queued]:
         with self._lock:
             batches = list(self._queue)
             self._queue.clear()
             self._buffered_rows = 0
         return batches
 
-    def _put_back(self, batches: list[PendingBatch]) -> None:
+    def _put_back(self, entries: list[_Queued]) -> None:
         with self._lock:
-            self._queue.extendleft(reversed(batches))
-            self._buffered_rows += sum(len(b.predictions) for b in batches)
+            self._queue.extendleft(reversed(entries))
+            self._buffered_rows += sum(len(e) for e in entries)
 
     def flush(self) -> bool:
-        """Write everything buffered now; False (and kept for later) when MongoDB fails."""
-        batches = self._take()
-        if not batches:
+        """Write everything buffered now; False (and kept for later, same _ids) when MongoDB fails."""
+        entries = self._take()
+        if not entries:
             return True
-        docs = [doc for batch in batches for doc in batch_documents(batch)]
+        for entry in entries:
+            if entry.docs is None:
+                entry.docs = batch_documents(entry.batch)  # the _ids are fixed from here on
+        docs = [doc for entry in entries for doc in entry.docs or ()]
         try:
-            self._collection().insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-            if others:
-                logger.error("%d predictions were rejected by MongoDB: %s", len(others), others[:3])
+            result = self._repository().insert(docs)
         except PyMongoError as exc:
+            # Some documents may be written already; the retry sends the same _ids, so they are stored once.
             logger.warning("storing %d predictions failed, will retry: %s", len(docs), exc)
-            self._put_back(batches)
+            self._put_back(entries)
             return False
-        self.written += len(docs)
-        self._on_written(len(docs))
+        if result.refused:
+            with self._lock:
+                self._count_drops(len(result.refused))
+            self._on_dropped(len(result.refused))
+            logger.error(
+                "MongoDB refused %d of %d predictions; they are not stored (counted in "
+                "serving_predictions_dropped_total): %s", len(result.refused), len(docs), result.refused[:3],
+            )
+        self.written += result.stored
+        self._on_written(result.stored)
         return True
 
     def _loop(self) -> None:
@@ -214,5 +197,10 @@ class PredictionWriter:
         deadline = time.monotonic() + timeout
         while not self.flush() and time.monotonic() < deadline:
             time.sleep(0.2)
-        if self._buffered_rows:
-            logger.error("shutdown: %d predictions could not be stored", self._buffered_rows)
+        left = self._take()
+        if left:
+            lost = sum(len(entry) for entry in left)
+            with self._lock:
+                self._count_drops(lost)
+            self._on_dropped(lost)
+            logger.error("shutdown: %d predictions could not be stored (counted as dropped)", lost)

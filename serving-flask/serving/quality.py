@@ -1,14 +1,16 @@
 """Model quality monitor: input drift against the champion's training reference, live MAE, data size.
 
 Runs in exactly one serving worker (the one holding ``STATE_DIR/serving-monitor.lock``, as the schedulers
-do) every ``MONITOR_INTERVAL_SECONDS``, from data every worker shares:
+do) every ``MONITOR_INTERVAL_SECONDS``, from data every worker shares (read through
+:class:`mlstack_core.predictions.PredictionsRepository` and :class:`mlstack_core.rows.RowsRepository`):
 
 - drift and mean prediction: the last ``DRIFT_WINDOW_ROWS`` stored predictions (``predictions`` collection:
   whatever serving predicted, ETL batches and direct calls); drift per feature (PSI and KS) against the drift
   reference that training logged with the served version (an MLflow artifact of its run, see
   :mod:`mlstack_core.drift`);
 - live MAE: the last ``LIVE_MAE_WINDOW_ROWS`` stored predictions that carry the row's true ``quality`` (the
-  ETL forwards it with its rows, serving stores it beside the prediction);
+  ETL forwards it with its rows, with its service token; serving stores it beside the prediction and ignores
+  a quality sent by anyone else);
 - data size: rows in the rows collection, and how many still wait for a prediction.
 
 The figures go to gauges (serving.metrics); a failed pass is logged and counted, and the gauges keep their
@@ -25,11 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pymongo import DESCENDING
-from pymongo.collection import Collection
 
-from mlstack_core.data.generator import FEATURES, TARGET
+from mlstack_core.data.generator import FEATURES
 from mlstack_core.drift import compare, validate_reference
+from mlstack_core.predictions import PredictionsRepository
 from mlstack_core.rows import RowsRepository
 from serving import metrics
 from serving.model_store import ModelStore
@@ -38,35 +39,6 @@ logger = logging.getLogger(__name__)
 
 # A version without a readable reference (none logged, or MLflow briefly down) is asked again after this.
 REFERENCE_RETRY_SECONDS = 300.0
-
-
-def recent_predictions(predictions: Collection, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (matrix in FEATURES order) and predicted values of the n newest stored predictions."""
-    cursor = predictions.find({}, {"inputs": 1, "prediction": 1, "_id": 0}).sort("created_at", DESCENDING).limit(n)
-    rows = []
-    for doc in cursor:
-        inputs = doc.get("inputs") or {}
-        try:
-            rows.append([*(float(inputs[name]) for name in FEATURES), float(doc["prediction"])])
-        except (KeyError, TypeError, ValueError):
-            continue  # a malformed document is left out of the window
-    data = np.array(rows, dtype=np.float64).reshape(-1, len(FEATURES) + 1)
-    return data[:, :-1], data[:, -1]
-
-
-def recent_labelled_predictions(predictions: Collection, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(prediction, true quality) of the n newest stored predictions whose true quality is known."""
-    cursor = (
-        predictions.find({TARGET: {"$ne": None}}, {"prediction": 1, TARGET: 1, "_id": 0})
-        .sort("created_at", DESCENDING)
-        .limit(n)
-    )
-    pairs = [
-        (doc["prediction"], doc[TARGET]) for doc in cursor
-        if isinstance(doc.get("prediction"), int | float) and isinstance(doc.get(TARGET), int | float)
-    ]
-    data = np.array(pairs, dtype=np.float64).reshape(-1, 2)
-    return data[:, 0], data[:, 1]
 
 
 @dataclass
@@ -90,7 +62,7 @@ class QualityMonitor:
         *,
         store: ModelStore,
         reference_loader: Callable[[str], dict[str, Any] | None],
-        predictions: Callable[[], Collection],
+        predictions: Callable[[], PredictionsRepository],
         rows: Callable[[], RowsRepository],
         interval_seconds: float,
         drift_window_rows: int,
@@ -136,13 +108,12 @@ class QualityMonitor:
         """One pass: measure, publish the gauges, return what was measured."""
         report = QualityReport()
         if not self._indexed:
-            # The window query sorts on created_at; without an index that is a full scan every pass.
-            self._predictions().create_index([("created_at", DESCENDING)], name="created_at_desc")
+            self._predictions().ensure_indexes()
             self._indexed = True
         version, reference = self.reference()
         report.reference_version = version if reference is not None else None
         metrics.DRIFT_REFERENCE_VERSION.set(metrics.version_number(report.reference_version))
-        recent, predicted = recent_predictions(self._predictions(), self.drift_window_rows)
+        recent, predicted = self._predictions().recent_inputs(self.drift_window_rows)
         report.window_rows = len(recent)
         metrics.DRIFT_WINDOW_ROWS.set(len(recent))
         if len(predicted):
@@ -154,7 +125,7 @@ class QualityMonitor:
                 metrics.FEATURE_KS.labels(name).set(drift.ks)
                 report.drift[name] = {"psi": drift.psi, "ks": drift.ks}
 
-        predicted, quality = recent_labelled_predictions(self._predictions(), self.mae_window_rows)
+        predicted, quality = self._predictions().recent_labelled(self.mae_window_rows)
         report.live_mae_rows = len(predicted)
         metrics.LIVE_MAE_ROWS.set(len(predicted))
         if len(predicted):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, jsonify, request
 
 from mlstack_core.appkit import get_mongo, get_settings
-from mlstack_core.auth import require_admin
+from mlstack_core.auth import is_service_caller, require_admin, require_service_caller
 from mlstack_core.data.generator import FEATURES, generate_frame
 from mlstack_core.errors import ApiError
+from mlstack_core.predictions import PredictionsRepository
 from mlstack_core.rows import RowsRepository
 from serving import services
 from serving.model_store import ModelStore
@@ -26,6 +27,23 @@ def _repo() -> RowsRepository:
     return RowsRepository(get_mongo().db()[settings.mongo_collection], predictions=settings.predictions_collection)
 
 
+def _predictions() -> PredictionsRepository:
+    return PredictionsRepository(get_mongo().db()[get_settings().predictions_collection])
+
+
+def _predict(payload):
+    # Row ids decide which stored prediction a row of the ETL gets: only the ETL's service token may send them.
+    if isinstance(payload, dict) and "ids" in payload:
+        require_service_caller("Row ids")
+        service = True
+    else:
+        service = is_service_caller()
+    return services.predict(
+        payload, store=_store(), writer=current_app.extensions.get("prediction_writer"), predictions=_predictions,
+        service_caller=service, request_id=g.request_id,
+    )
+
+
 def _json():
     body = request.get_json(silent=True)
     if body is None:
@@ -40,7 +58,8 @@ def index():
         service="serving",
         model=_store().model.info() if _store().model else None,
         endpoints={
-            "POST /predict": "one row object, a list of rows, {rows: [...]}, dataframe_records or dataframe_split",
+            "POST /predict": "one row object, a list of rows, {rows: [...]}, dataframe_records or dataframe_split "
+                             "(ids: ETL service token only)",
             "POST /predictDummy/": "one row -> {modelInfo, result} (original template)",
             "GET /model, GET /getModelInfo/": "the model this worker serves",
             "POST /model/reload, GET /loadModel/": "reload the champion now (admin token)",
@@ -56,14 +75,14 @@ def index():
 @bp.post("/predict")
 def predict():
     """Predict one row or a batch; the answer names the model version that made it."""
-    predictions, single, model = services.predict(
-        _json(), store=_store(), writer=current_app.extensions.get("prediction_writer"), request_id=g.request_id
-    )
-    body = {"model": model.info(), "request_id": g.request_id}
-    if single:
-        body["prediction"] = float(predictions[0])
+    result = _predict(_json())
+    body = {"model": result.model.info(), "request_id": g.request_id}
+    if result.single:
+        body["prediction"] = float(result.values[0])
     else:
-        body["predictions"] = predictions.tolist()
+        body["predictions"] = result.values.tolist()
+    if result.stored is not None:
+        body["stored"] = result.stored
     return jsonify(body)
 
 
@@ -73,12 +92,10 @@ def predict_dummy():
     payload = _json()
     if not isinstance(payload, dict) or {"rows", "dataframe_records", "dataframe_split"} & set(payload):
         raise ApiError(400, "INVALID_BODY", "/predictDummy/ takes one row object; use /predict for batches.")
-    predictions, _, model = services.predict(
-        payload, store=_store(), writer=current_app.extensions.get("prediction_writer"), request_id=g.request_id
-    )
-    info = model.info()
+    result = _predict(payload)
+    info = result.model.info()
     return jsonify(modelInfo=f"{info['name']} version {info['version']} ({info['alias']})",
-                   result=float(predictions[0]), model=info)
+                   result=float(result.values[0]), model=info)
 
 
 @bp.get("/model")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,11 +15,12 @@ from mlstack_core.data.generator import generate_frame
 from mlstack_core.errors import ApiError
 from mlstack_core.locks import MongoLease
 from mlstack_core.mongo import MongoProvider, public_doc
+from mlstack_core.predictions import PredictionBatch, PredictionsRepository, batch_documents
 from mlstack_core.rows import RowsRepository, new_batch_id
 from mlstack_core.validation import ParsedRows, extract_rows, require_valid, validate_rows
 from serving import metrics
 from serving.model_store import LoadedModel, ModelNotReady, ModelStore
-from serving.prediction_writer import PendingBatch, PredictionWriter
+from serving.prediction_writer import PredictionWriter
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +51,71 @@ def _row_ids(payload: Any, n: int) -> list[str] | None:
     return ids
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """What a predict call produced: the values, whether one row object was sent, the model, rows stored."""
+
+    values: np.ndarray
+    single: bool
+    model: LoadedModel
+    stored: int | None  # rows whose prediction is in MongoDB now (row-id requests only; None: buffered)
+
+
 def predict(
-    payload: Any, *, store: ModelStore, writer: PredictionWriter | None, request_id: str | None
-) -> tuple[np.ndarray, bool, LoadedModel]:
-    """Validate rows, predict them with the served model and queue them for storage."""
+    payload: Any,
+    *,
+    store: ModelStore,
+    writer: PredictionWriter | None,
+    predictions: Callable[[], PredictionsRepository],
+    service_caller: bool,
+    request_id: str | None,
+) -> Prediction:
+    """Validate rows, predict them with the served model and store them (see the module docs of serving).
+
+    Rows with ``ids`` (the ETL's, from a service caller only; the route checks the token) are stored before
+    this returns, whatever STORE_PREDICTIONS says, or a 503 PREDICTIONS_NOT_STORED is raised. Other
+    predictions go to the buffered writer (when there is one). Ground-truth ``quality`` is kept only from a
+    service caller: anyone else's is ignored, so it never reaches the live error figures.
+    """
     rows, single = extract_rows(payload)
     ids = _row_ids(payload, len(rows))
     parsed: ParsedRows = validate_rows(rows)
     require_valid(parsed)
     model = served_model(store)
-    predictions = model.predict(parsed.features)
-    metrics.PREDICTIONS.inc(len(predictions))
+    values = model.predict(parsed.features)
+    metrics.PREDICTIONS.inc(len(values))
+    quality = parsed.quality if service_caller and any(q is not None for q in parsed.quality) else None
+    batch = PredictionBatch(
+        parsed.features, values, model.info(), request_id, dt.datetime.now(dt.UTC), row_ids=ids, quality=quality
+    )
+    if ids is not None:
+        return Prediction(values, single, model, _store_now(predictions(), batch))
     if writer is not None:
-        known = parsed.quality if any(q is not None for q in parsed.quality) else None
-        writer.add(
-            PendingBatch(parsed.features, predictions, model.info(), request_id, ids, dt.datetime.now(dt.UTC), known)
-        )
-    return predictions, single, model
+        writer.add(batch)
+    return Prediction(values, single, model, None)
+
+
+def _store_now(repo: PredictionsRepository, batch: PredictionBatch) -> int:
+    """Write a row-id batch before answering; 503 unless every row's prediction is stored (now or before)."""
+    try:
+        result = repo.insert(batch_documents(batch))
+    except PyMongoError as exc:
+        logger.warning("%d row-id predictions not stored: %s: %s", len(batch), type(exc).__name__, exc)
+        raise _not_stored("MongoDB is not reachable") from None
+    metrics.PREDICTIONS_STORED.inc(result.written)
+    if result.refused:
+        logger.error("MongoDB refused %d of %d row-id predictions: %s", len(result.refused), len(batch),
+                     result.refused[:3])
+        raise _not_stored(f"MongoDB refused {len(result.refused)} of {len(batch)} predictions")
+    return result.stored
+
+
+def _not_stored(why: str) -> ApiError:
+    return ApiError(
+        503, "PREDICTIONS_NOT_STORED",
+        f"{why}: the predictions of these rows are not (all) stored, so the rows stay pending. Send them again "
+        "later (rows already stored are not stored twice).",
+    )
 
 
 def latest_rows(repo: RowsRepository, n: int) -> list[dict[str, Any]]:
@@ -86,7 +137,8 @@ def seed_if_empty(mongo: MongoProvider, collection: str, rows: int) -> int:
             return 0
         frame = generate_frame(rows, seed=None)
         features = frame.drop(columns=["quality"]).to_numpy(dtype=np.float64)
-        repo.insert_batch(features, frame["quality"].tolist(), source="seed", batch_id=new_batch_id(), pending=False)
+        # Pending like any other row: the ETL's backfill predicts them, so no row lacks both mark and prediction.
+        repo.insert_batch(features, frame["quality"].tolist(), source="seed", batch_id=new_batch_id(), pending=True)
         logger.info("seeded %s with %d generated rows", collection, rows)
         return rows
 

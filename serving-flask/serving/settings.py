@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field
 
-from mlstack_core.settings import BaseServiceSettings
+from mlstack_core.settings import DataPathSettings
 
 
-class ServingSettings(BaseServiceSettings):
+class ServingSettings(DataPathSettings):
     """Serving: where the registry is, which model and alias to serve, how predictions are stored."""
 
     service_name: str = "serving"
@@ -24,13 +24,13 @@ class ServingSettings(BaseServiceSettings):
     model_startup_wait_seconds: float = Field(
         20, ge=0, le=45, validation_alias=AliasChoices("MODEL_STARTUP_WAIT_SECONDS")
     )
-    predictions_collection: str = Field("predictions", validation_alias=AliasChoices("PREDICTIONS_COLLECTION"))
     prediction_flush_seconds: float = Field(
         0.5, ge=0.05, le=60, validation_alias=AliasChoices("PREDICTION_FLUSH_SECONDS")
     )
     prediction_buffer_max: int = Field(
         100_000, ge=100, le=10_000_000, validation_alias=AliasChoices("PREDICTION_BUFFER_MAX")
     )
+    # Anonymous (data-plane) predictions only: the ETL's row-id predictions are stored whatever this says.
     store_predictions: bool = Field(True, validation_alias=AliasChoices("STORE_PREDICTIONS"))
     seed_rows: int = Field(500, ge=0, le=1_000_000, validation_alias=AliasChoices("SEED_ROWS"))
     # Quality monitor (drift, live MAE, data size), run by one worker; see serving/quality.py.

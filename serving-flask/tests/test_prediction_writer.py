@@ -1,7 +1,8 @@
 """Unit tests of the prediction writer: bounded buffer, drop order and accounting, retries, shutdown flush.
 
-The collection is a stand-in (these test the buffer logic); writing to a real MongoDB-protocol server is
-covered by the integration and e2e suites (stored counts after load and after SIGTERM).
+The collection is a stand-in that keeps _ids unique like MongoDB (these test the buffer logic, through the
+real PredictionsRepository); writing to a real MongoDB-protocol server is covered by the integration and e2e
+suites (stored counts after load and after SIGTERM).
 """
 
 from __future__ import annotations
@@ -13,22 +14,40 @@ import numpy as np
 import pytest
 from pymongo.errors import AutoReconnect, BulkWriteError
 
-from serving.prediction_writer import DROP_LOG_SECONDS, PendingBatch, PredictionWriter
+from mlstack_core.predictions import PredictionBatch, PredictionsRepository
+from serving.prediction_writer import DROP_LOG_SECONDS, PredictionWriter
 
 MODEL = {"name": "m", "version": "1", "run_id": "r"}
 
 
 class FakeCollection:
-    """Records insert_many calls; raises what it is told to."""
+    """insert_many(ordered=False) with unique _ids, as MongoDB does; raises what it is told to.
+
+    ``error`` is raised before anything is written; ``error_after_write`` after the documents were written
+    (a timeout that hit once the server had stored them).
+    """
 
     def __init__(self) -> None:
         self.inserted: list[dict] = []
         self.error: Exception | None = None
+        self.error_after_write: Exception | None = None
 
     def insert_many(self, docs, ordered=True):
         if self.error is not None:
             raise self.error
-        self.inserted.extend(docs)
+        known = {doc["_id"] for doc in self.inserted}
+        errors = []
+        for index, doc in enumerate(docs):
+            if doc["_id"] in known:
+                errors.append({"index": index, "code": 11000, "errmsg": "duplicate key"})
+            else:
+                known.add(doc["_id"])
+                self.inserted.append(doc)
+        if self.error_after_write is not None:
+            error, self.error_after_write = self.error_after_write, None
+            raise error
+        if errors:
+            raise BulkWriteError({"writeErrors": errors, "nInserted": len(docs) - len(errors)})
 
 
 class Clock:
@@ -39,16 +58,17 @@ class Clock:
         return self.now
 
 
-def batch(tag: int, rows: int = 10) -> PendingBatch:
+def batch(tag: int, rows: int = 10) -> PredictionBatch:
     """A batch whose predictions are all `tag`, so the stored documents tell which batches survived."""
-    return PendingBatch(np.full((rows, 11), 1.0), np.full(rows, float(tag)), MODEL, f"req-{tag}", None,
-                        dt.datetime.now(dt.UTC))
+    return PredictionBatch(np.full((rows, 11), 1.0), np.full(rows, float(tag)), MODEL, f"req-{tag}",
+                           dt.datetime.now(dt.UTC))
 
 
 def make_writer(collection: FakeCollection, max_rows: int = 100, clock: Clock | None = None):
     counts = {"written": 0, "dropped": 0}
+    repository = PredictionsRepository(collection)
     writer = PredictionWriter(
-        lambda: collection, flush_seconds=60, max_buffered_rows=max_rows,
+        lambda: repository, flush_seconds=60, max_buffered_rows=max_rows,
         on_written=lambda n: counts.__setitem__("written", counts["written"] + n),
         on_dropped=lambda n: counts.__setitem__("dropped", counts["dropped"] + n),
         clock=clock or Clock(),
@@ -114,19 +134,39 @@ def test_pending_drop_summary_is_logged_by_the_writer_loop_once_the_interval_is_
     assert len(caplog.records) == 2 and "dropped the 10 oldest" in caplog.records[1].getMessage()
 
 
-def test_duplicate_keys_are_ignored_other_write_errors_are_logged(caplog):
+def test_a_flush_retried_after_the_server_wrote_it_stores_each_prediction_once():
+    collection = FakeCollection()
+    writer, counts = make_writer(collection)
+    writer.add(batch(1))
+    collection.error_after_write = AutoReconnect("timed out")  # written, but the writer never heard back
+    assert writer.flush() is False and writer.buffered_rows == 10
+    writer.add(batch(2))
+    assert writer.flush() is True  # the same _ids again: duplicates for batch 1, new documents for batch 2
+    assert len(collection.inserted) == 20
+    assert len({doc["_id"] for doc in collection.inserted}) == 20
+    assert writer.written == counts["written"] == 20 and writer.dropped == 0
+
+
+def test_documents_refused_by_mongodb_are_counted_as_dropped_not_written(caplog):
+    collection = FakeCollection()
+    writer, counts = make_writer(collection)
+    writer.add(batch(1))
+    refused = [{"index": i, "code": 121, "errmsg": "Document failed validation"} for i in range(3)]
+    collection.error = BulkWriteError({"writeErrors": refused, "nInserted": 7})
+    with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
+        assert writer.flush() is True  # not retried: MongoDB would refuse them again
+    assert writer.written == counts["written"] == 7
+    assert writer.dropped == counts["dropped"] == 3
+    assert "refused 3 of 10" in caplog.records[0].getMessage()
+
+
+def test_anonymous_predictions_get_fresh_ids_and_no_row_id_or_quality():
     collection = FakeCollection()
     writer, _ = make_writer(collection)
-    writer.add(batch(1))
-    collection.error = BulkWriteError({"writeErrors": [{"code": 11000, "errmsg": "dup"}]})
-    with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
-        assert writer.flush() is True
-    assert not caplog.records
-    writer.add(batch(2))
-    collection.error = BulkWriteError({"writeErrors": [{"code": 121, "errmsg": "invalid"}]})
-    with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
-        assert writer.flush() is True
-    assert "rejected by MongoDB" in caplog.records[0].getMessage()
+    writer.add(batch(1, rows=3))
+    writer.flush()
+    assert len({doc["_id"] for doc in collection.inserted}) == 3
+    assert all("row_id" not in doc and "quality" not in doc for doc in collection.inserted)
 
 
 @pytest.mark.parametrize("recovers", [True, False])
@@ -144,5 +184,5 @@ def test_close_writes_what_is_left_and_says_what_it_could_not(recovers, caplog):
         assert len(collection.inserted) == 20 and writer.buffered_rows == 0
         assert not caplog.records
     else:
-        assert writer.buffered_rows == 20
+        assert writer.dropped == 20  # what shutdown could not store is counted as dropped
         assert "20 predictions could not be stored" in caplog.records[-1].getMessage()

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
 from mlstack_core.drift import build_reference
+from mlstack_core.predictions import PredictionsRepository
 from mlstack_core.rows import RowsRepository, new_batch_id
 from serving import quality
 from serving.quality import QualityMonitor
@@ -48,7 +49,8 @@ def store_for(version: str | None):
 
 def monitor(db, store, loader, **overrides) -> QualityMonitor:
     options = {"interval_seconds": 60, "drift_window_rows": 500, "drift_min_rows": 50, "mae_window_rows": 100}
-    return QualityMonitor(store=store, reference_loader=loader, predictions=lambda: db["predictions"],
+    return QualityMonitor(store=store, reference_loader=loader,
+                          predictions=lambda: PredictionsRepository(db["predictions"]),
                           rows=lambda: RowsRepository(db["rows"]), **(options | overrides))
 
 

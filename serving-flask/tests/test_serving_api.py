@@ -73,11 +73,65 @@ def test_predict_dummy_keeps_the_original_shape(client, registry, admin, fit):
         ({"rows": [ROW], "ids": [1]}, 400, "INVALID_IDS"),
     ],
 )
-def test_bad_input_is_a_json_4xx(client, registry, admin, payload, status, code, fit):
+def test_bad_input_is_a_json_4xx(client, registry, admin, service, payload, status, code, fit):
     _load(client, registry, admin, fit)
-    response = client.post("/predict", json=payload)
+    response = client.post("/predict", json=payload, headers=service)  # the ETL's role may send ids
     assert response.status_code == status
     assert response.get_json()["error_code"] == code
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predictDummy/"])
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, "AUTH_REQUIRED"),
+        ({"Authorization": "Bearer not-the-service-token-0123"}, 403, "AUTH_INVALID"),
+        ({"X-Admin-Token": "unit-test-admin-token-0123456789"}, 403, "AUTH_INVALID"),  # the admin role is not it
+    ],
+)
+def test_row_ids_need_the_service_token(client, registry, admin, fit, path, headers, status, code):
+    _load(client, registry, admin, fit)
+    payload = {"rows": [ROW], "ids": ["65f0c0ffee0123456789abcd"]} if path == "/predict" else ROW | {"ids": ["x"]}
+    response = client.post(path, json=payload, headers=headers)
+    assert response.status_code == status
+    body = response.get_json()
+    assert body["error_code"] == code and "SERVICE_TOKEN" in body["message"]
+
+
+def test_row_id_predictions_are_stored_before_the_answer_even_with_storage_off(client, registry, admin, service, fit):
+    # The unit app runs with STORE_PREDICTIONS=false and its MongoDB on a closed port: a row-id request still
+    # goes to MongoDB before answering, and the ETL hears that nothing was stored (its rows stay pending).
+    _load(client, registry, admin, fit)
+    response = client.post("/predict", json={"rows": [ROW], "ids": ["65f0c0ffee0123456789abcd"]}, headers=service)
+    assert response.status_code == 503
+    assert response.get_json()["error_code"] == "PREDICTIONS_NOT_STORED"
+
+
+class RecordingWriter:
+    """Stands in for the buffered writer: keeps what was queued."""
+
+    def __init__(self) -> None:
+        self.batches = []
+
+    def add(self, batch) -> None:
+        self.batches.append(batch)
+
+
+@pytest.mark.parametrize("service_caller", [False, True])
+def test_quality_is_kept_only_from_the_service_caller(registry, fit, service_caller, tmp_path):
+    from serving import services
+    from serving.model_store import ModelStore
+
+    registry.add("1", fit())
+    store = ModelStore(registry, name="m", alias="champion", poll_seconds=60, marker=tmp_path / "marker")
+    store.refresh()
+    writer = RecordingWriter()
+    result = services.predict(
+        {"rows": [ROW | {"quality": 9}, ROW]}, store=store, writer=writer, predictions=lambda: None,
+        service_caller=service_caller, request_id="r",
+    )
+    assert result.stored is None and len(writer.batches) == 1
+    assert writer.batches[0].quality == ([9, None] if service_caller else None)
 
 
 def test_non_json_body(client):

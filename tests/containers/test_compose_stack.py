@@ -52,7 +52,7 @@ APP_DOCKERFILES = {
 }
 STANDIN_DOCKERFILES = sorted((SCRIPTS / "standins").glob("*/Dockerfile"))
 REQUIRED_SECRETS = (
-    "ADMIN_TOKEN", "MONGO_INITDB_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD",
+    "ADMIN_TOKEN", "SERVICE_TOKEN", "MONGO_INITDB_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
 )
 # Its own project name, so the test never touches a stack someone runs from the same files.
@@ -519,6 +519,9 @@ def test_compose_model_keeps_house_rules(compose: Compose, stack_env: dict[str, 
         assert "AWS_SECRET_ACCESS_KEY" not in env and "POSTGRES_PASSWORD" not in env
         assert services[f"{app}-nginx"]["environment"]["NGINX_UPSTREAM"] == f"{app}:8000"
     assert services["etl"]["environment"]["PREDICTAPI"] == "http://serving-nginx/predict"
+    for app in ("serving", "etl"):
+        assert services[app]["environment"]["SERVICE_TOKEN"] == stack_env["SERVICE_TOKEN"]
+    assert "SERVICE_TOKEN" not in services["training"]["environment"]
     assert services["training"]["environment"]["LOADMODELAPI"] == "http://serving-nginx/loadModel/"
     allowed = services["mlflow"]["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert {"mlflow:5000", "localhost:5000", "127.0.0.1:5000"} <= set(allowed)

@@ -23,7 +23,7 @@ START_TIMEOUT = 180
 
 def test_devstack_up_serves_every_service_and_prometheus_scrapes_them(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "scripts"), "SEED_ROWS": "20"}
-    for key in ("ADMIN_TOKEN", "MONGO_URI", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+    for key in ("ADMIN_TOKEN", "SERVICE_TOKEN", "MONGO_URI", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         env.pop(key, None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "devstack", "up", "--workdir", str(tmp_path / "stack"), "--workers", "1"],

@@ -1,4 +1,9 @@
-"""Admin token check for every state-changing endpoint."""
+"""Who may do what: the admin token for state-changing endpoints, the ETL's service token for row ids.
+
+Two roles, two secrets (settings refuse equal ones): ``ADMIN_TOKEN`` for operators (jobs, ingest, reload),
+``SERVICE_TOKEN`` for the ETL calling serving's /predict with its row ``ids`` and true ``quality``.
+Both travel as ``Authorization: Bearer <token>``; comparisons are constant-time.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,36 @@ def _presented_token() -> str | None:
     return request.headers.get(TOKEN_HEADER)
 
 
+def _matches(presented: str, expected: str) -> bool:
+    # Constant-time comparison: the token must not leak through response timing.
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def _service_token() -> str | None:
+    token = getattr(current_app.config["MLSTACK_SETTINGS"], "service_token", None)
+    return token.get_secret_value() if token is not None else None
+
+
+def is_service_caller() -> bool:
+    """True when the request carries this stack's SERVICE_TOKEN; no token or any other token is False."""
+    presented, expected = _presented_token(), _service_token()
+    return bool(presented and expected and _matches(presented, expected))
+
+
+def require_service_caller(what: str) -> None:
+    """Refuse with 401 (no token) or 403 (another token) unless the request carries the SERVICE_TOKEN."""
+    presented = _presented_token()
+    if not presented:
+        raise ApiError(
+            401, "AUTH_REQUIRED",
+            f"{what} is accepted only from the ETL service: send its SERVICE_TOKEN as 'Authorization: Bearer "
+            "<token>', or leave it out.",
+        )
+    expected = _service_token()
+    if not expected or not _matches(presented, expected):
+        raise ApiError(403, "AUTH_INVALID", f"The token is not this stack's SERVICE_TOKEN; {what} is refused.")
+
+
 def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
     """Refuse the request with 401/403 unless it carries the service's admin token."""
 
@@ -35,8 +70,7 @@ def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
                 f"or '{TOKEN_HEADER}: <token>'.",
             )
         expected = current_app.config["MLSTACK_SETTINGS"].admin_token.get_secret_value()
-        # Constant-time comparison: the token must not leak through response timing.
-        if not hmac.compare_digest(presented.encode(), expected.encode()):
+        if not _matches(presented, expected):
             raise ApiError(403, "AUTH_INVALID", "The admin token is not valid for this service.")
         return view(*args, **kwargs)
 

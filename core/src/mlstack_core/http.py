@@ -15,7 +15,7 @@ def make_session(*, retries: int = 2, backoff: float = 0.3) -> requests.Session:
     """A session that retries connection failures and 502/503/504 a bounded number of times.
 
     POST is retried too: every call between our services is idempotent (serving stores a forwarded row's
-    prediction under the row's id, reload is a reload).
+    prediction under the row's id, a second insert of it is a no-op; reload is a reload).
     """
     retry = Retry(
         total=retries,
@@ -34,11 +34,11 @@ def make_session(*, retries: int = 2, backoff: float = 0.3) -> requests.Session:
     return session
 
 
-def forward_headers(request_id: str | None, admin_token: str | None = None) -> dict[str, str]:
-    """Headers for a call to another service of the stack."""
+def forward_headers(request_id: str | None, token: str | None = None) -> dict[str, str]:
+    """Headers for a call to another service of the stack (token: the admin or service token it needs)."""
     headers = {}
     if request_id:
         headers[REQUEST_ID_HEADER] = request_id
-    if admin_token:
-        headers["Authorization"] = f"Bearer {admin_token}"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     return headers

@@ -2,22 +2,35 @@
 
 A row document is written once and never updated: the 11 features by name, optional ``quality`` (ground
 truth), ``datetime_`` (ingest time), ``batch_id`` and ``source`` (generator, ingest, seed). Rows still waiting
-for a prediction have a mark in ``<collection>_pending`` (same ``_id``), deleted when serving has answered;
-serving stores the prediction itself in ``predictions`` under the row's id. Why not a status field on the row:
-an update costs FerretDB (the MongoDB-protocol server used natively and in tests) time proportional to the
-collection size per document (measured: 60 ms per update in a 30k-row collection), while inserts and deletes
-by ``_id`` stay cheap; on MongoDB both designs are fine.
+for a prediction have a mark in ``<collection>_pending`` (same ``_id``); the prediction itself is stored by
+serving under the row's id (:mod:`mlstack_core.predictions`). Why not a status field on the row: an update
+costs FerretDB (the MongoDB-protocol server used natively and in tests) time proportional to the collection
+size per document (measured: 60 ms per update in a 30k-row collection), while inserts and deletes by ``_id``
+stay cheap; on MongoDB both designs are fine.
+
+The invariant this module keeps (there are no multi-document transactions to lean on): every row has a
+pending mark or a stored prediction, never neither, and exactly one prediction once its mark is gone.
+
+- :meth:`RowsRepository.insert_batch` writes the marks *before* the rows: a crash in between leaves marks
+  without rows, which the backfill skips and later deletes, never a row without a mark;
+- :meth:`RowsRepository.mark_predicted` deletes only the marks of rows whose prediction is stored;
+- :meth:`RowsRepository.sweep` re-marks rows found with neither (rows written by older code, marks deleted by
+  hand), a bounded slice per call, walking the collection once behind a stored watermark.
+
 Only MongoDB features that FerretDB also implements are used (insert_many, find with sort/limit/projection and
-``$in``/``$nin``, delete_many, ``$collStats`` count, create_index); tests run them against FerretDB.
+``$in``/``$nin``/``$gt``/``$lt``, delete_many, update_one with upsert, ``$collStats`` count, create_index);
+tests run them against FerretDB.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import operator
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import bson
@@ -25,19 +38,34 @@ import numpy as np
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from mlstack_core.data.generator import FEATURES, TARGET
 from mlstack_core.mongo import collection_count
+from mlstack_core.predictions import DUPLICATE_KEY, PREDICTIONS_COLLECTION, PredictionsRepository
+
+logger = logging.getLogger(__name__)
 
 PENDING = "pending"
 DONE = "done"
-PREDICTIONS_COLLECTION = "predictions"
+# Longer than any batch insert can be held up between its marks and its rows (Gunicorn kills a worker silent
+# for GUNICORN_TIMEOUT, 60 s by default): a mark without a row older than this is left over from a failed
+# insert and is deleted; a row younger than this may still be getting its mark, so the sweep leaves it alone.
+ORPHAN_GRACE = dt.timedelta(minutes=10)
+_WATERMARK = "sweep_watermark"
 
 
 def new_batch_id() -> str:
     """An id shared by the rows of one ETL run or ingest request."""
     return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """One sweep slice: rows looked at, rows found with neither mark nor prediction (now pending again)."""
+
+    scanned: int
+    remarked: int
 
 
 class RowsRepository:
@@ -46,7 +74,8 @@ class RowsRepository:
     def __init__(self, collection: Collection, *, predictions: str = PREDICTIONS_COLLECTION) -> None:
         self.col = collection
         self.pending_col = collection.database[f"{collection.name}_pending"]
-        self.predictions_col = collection.database[predictions]
+        self.sweep_col = collection.database[f"{collection.name}_sweep"]
+        self.predictions = PredictionsRepository(collection.database[predictions])
 
     def ensure_indexes(self) -> None:
         """Indexes for the latest-rows read and the backfill query."""
@@ -63,38 +92,51 @@ class RowsRepository:
         pending: bool,
         now: dt.datetime | None = None,
     ) -> list[ObjectId]:
-        """Insert one batch (and its pending marks); on failure delete what was written: no half batch."""
+        """Insert one batch, its pending marks first; on failure delete what was written: no half batch."""
         now = now or dt.datetime.now(dt.UTC)
         docs = []
         for row, q in zip(features.tolist(), quality, strict=True):
-            doc: dict[str, Any] = dict(zip(FEATURES, row, strict=True))
+            doc: dict[str, Any] = {"_id": ObjectId(), **dict(zip(FEATURES, row, strict=True))}
             if q is not None:
                 doc[TARGET] = int(q)
             doc.update(datetime_=now, batch_id=batch_id, source=source)
             docs.append(doc)
+        ids = [doc["_id"] for doc in docs]
         try:
-            ids = list(self.col.insert_many(docs, ordered=True).inserted_ids)
             if pending:
+                # Marks first: if what follows fails or the process dies, no row exists without its mark.
                 self.pending_col.insert_many(
                     [{"_id": row_id, "datetime_": now, "batch_id": batch_id} for row_id in ids], ordered=True
                 )
+            self.col.insert_many(docs, ordered=True)
         except PyMongoError:
-            # If the database is gone, nothing more can be written either.
+            # Rows first, then marks, so a cleanup cut short by the database going away leaves marks, not rows
+            # without them. If the database is gone, nothing more can be written either.
             with contextlib.suppress(PyMongoError):
                 self.col.delete_many({"batch_id": batch_id})
                 self.pending_col.delete_many({"batch_id": batch_id})
             raise
         return ids
 
-    def pending(self, *, limit: int, exclude: Iterable[ObjectId] = ()) -> list[dict[str, Any]]:
-        """Rows still waiting for a prediction, oldest first (the backfill), with features and quality."""
+    def pending(
+        self, *, limit: int, exclude: Iterable[ObjectId] = (), now: dt.datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows still waiting for a prediction, oldest first (the backfill), with features and quality.
+
+        Marks without a row are skipped; those older than ORPHAN_GRACE (left by a failed insert) are deleted.
+        """
         excluded = list(exclude)
         query: dict[str, Any] = {"_id": {"$nin": excluded}} if excluded else {}
-        marks = self.pending_col.find(query, {"_id": 1}).sort("datetime_", ASCENDING).limit(limit)
+        marks = list(self.pending_col.find(query, {"_id": 1, "datetime_": 1}).sort("datetime_", ASCENDING).limit(limit))
         ids = [mark["_id"] for mark in marks]
         if not ids:
             return []
         by_id = {doc["_id"]: doc for doc in self.rows_by_id(ids)}
+        cutoff = (now or dt.datetime.now(dt.UTC)) - ORPHAN_GRACE
+        stale = [m["_id"] for m in marks if m["_id"] not in by_id and _older(m.get("datetime_"), cutoff)]
+        if stale:
+            deleted = self.pending_col.delete_many({"_id": {"$in": stale}}).deleted_count
+            logger.info("deleted %d pending marks whose rows were never written (a failed insert)", deleted)
         return [by_id[row_id] for row_id in ids if row_id in by_id]
 
     def rows_by_id(self, ids: Sequence[ObjectId]) -> list[dict[str, Any]]:
@@ -102,23 +144,60 @@ class RowsRepository:
         projection = {name: 1 for name in (*FEATURES, TARGET)}
         return list(self.col.find({"_id": {"$in": list(ids)}}, projection))
 
-    def mark_predicted(self, ids: Sequence[ObjectId]) -> int:
-        """Drop the pending marks of rows serving answered for; returns how many were still pending."""
+    def mark_predicted(self, ids: Sequence[ObjectId]) -> tuple[int, list[ObjectId]]:
+        """Delete the pending marks of the rows whose prediction is stored (checked by id, whatever serving said).
+
+        Returns the number of marks deleted and the ids left pending because no prediction is stored for them.
+        """
         if not ids:
-            return 0
-        return self.pending_col.delete_many({"_id": {"$in": list(ids)}}).deleted_count
+            return 0, []
+        stored = self.predictions.stored_ids(ids)
+        done = [row_id for row_id in ids if row_id in stored]
+        missing = [row_id for row_id in ids if row_id not in stored]
+        cleared = self.pending_col.delete_many({"_id": {"$in": done}}).deleted_count if done else 0
+        return cleared, missing
+
+    def sweep(self, *, limit: int, now: dt.datetime | None = None) -> SweepResult:
+        """Re-mark as pending the rows that have neither a mark nor a prediction, up to `limit` rows per call.
+
+        Walks the rows in _id order (ObjectIds start with their creation time) behind a watermark stored in
+        ``<collection>_sweep``, only over rows older than ORPHAN_GRACE (younger ones may be mid-insert), so
+        repeated calls cover the whole collection once and then only what arrived since.
+        """
+        now = now or dt.datetime.now(dt.UTC)
+        state = self.sweep_col.find_one({"_id": _WATERMARK}) or {}
+        bounds: dict[str, Any] = {"$lt": ObjectId.from_datetime(now - ORPHAN_GRACE)}
+        if state.get("last_id") is not None:
+            bounds["$gt"] = state["last_id"]
+        projection = {"_id": 1, "datetime_": 1, "batch_id": 1}
+        rows = list(self.col.find({"_id": bounds}, projection).sort("_id", ASCENDING).limit(limit))
+        if not rows:
+            return SweepResult(0, 0)
+        ids = [row["_id"] for row in rows]
+        marked = {mark["_id"] for mark in self.pending_col.find({"_id": {"$in": ids}}, {"_id": 1})}
+        # Read after the marks: mark_predicted stores-then-deletes, so a mark gone by now has its prediction.
+        stored = self.predictions.stored_ids(row_id for row_id in ids if row_id not in marked)
+        orphans = [row for row in rows if row["_id"] not in marked and row["_id"] not in stored]
+        if orphans:
+            marks = [{"_id": r["_id"], "datetime_": r.get("datetime_", now), "batch_id": r.get("batch_id")}
+                     for r in orphans]
+            try:
+                self.pending_col.insert_many(marks, ordered=False)
+            except BulkWriteError as exc:  # a mark written meanwhile is as good as ours
+                if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                    raise
+            logger.warning("sweep: %d rows had neither a pending mark nor a prediction; pending again", len(orphans))
+        self.sweep_col.update_one(
+            {"_id": _WATERMARK}, {"$set": {"last_id": ids[-1], "updated_at": now}}, upsert=True
+        )
+        return SweepResult(len(rows), len(orphans))
 
     def latest(self, n: int) -> list[dict[str, Any]]:
         """The n most recently ingested rows, newest first, with prediction status, value and model version."""
         rows = list(self.col.find({}).sort("datetime_", DESCENDING).limit(n))
         ids = [row["_id"] for row in rows]
         pending = {mark["_id"] for mark in self.pending_col.find({"_id": {"$in": ids}}, {"_id": 1})}
-        predictions = {
-            doc["_id"]: doc
-            for doc in self.predictions_col.find(
-                {"_id": {"$in": ids}}, {"prediction": 1, "model_name": 1, "model_version": 1, "created_at": 1}
-            )
-        }
+        predictions = self.predictions.by_ids(ids)
         for row in rows:
             prediction = predictions.get(row["_id"])
             if prediction is not None:
@@ -141,7 +220,8 @@ class RowsRepository:
 
     def count_pending(self) -> int:
         """Number of rows waiting for a prediction."""
-        return collection_count(self.pending_col)  # one mark per waiting row, nothing else
+        # One mark per waiting row (and, for a moment, the marks of a batch insert in flight).
+        return collection_count(self.pending_col)
 
 
     def labelled_arrays(
@@ -173,6 +253,15 @@ class RowsRepository:
                 blocks.append(block[finite])
         data = np.vstack(blocks) if blocks else np.empty((0, len(FEATURES) + 1))
         return data[:, :-1], data[:, -1], skipped
+
+
+def _older(value: Any, cutoff: dt.datetime) -> bool:
+    # A mark without a usable time is treated as old: it cannot be from an insert in flight.
+    if not isinstance(value, dt.datetime):
+        return True
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value < cutoff
 
 
 def _tolerant_block(docs: list[dict[str, Any]], getter: operator.itemgetter) -> np.ndarray:

@@ -7,12 +7,15 @@ accepted as aliases so existing ``.env`` files keep working.
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote_plus
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlstack_core.predictions import PREDICTIONS_COLLECTION
 
 # Values people leave in .env files by accident; a stack must never start with them.
 PLACEHOLDER_SECRETS = frozenset(
@@ -67,13 +70,7 @@ class BaseServiceSettings(BaseSettings):
     @field_validator("admin_token")
     @classmethod
     def _strong_token(cls, value: SecretStr) -> SecretStr:
-        token = value.get_secret_value()
-        if token.strip().lower() in PLACEHOLDER_SECRETS or len(token) < MIN_ADMIN_TOKEN_LENGTH:
-            raise ValueError(
-                f"must be a real secret of at least {MIN_ADMIN_TOKEN_LENGTH} characters, not a placeholder "
-                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-            )
-        return value
+        return _strong_secret(value)
 
     @field_validator("mongo_password")
     @classmethod
@@ -92,6 +89,38 @@ class BaseServiceSettings(BaseSettings):
                 f"{quote_plus(self.mongo_username)}:{quote_plus(self.mongo_password.get_secret_value())}@"
             )
         return f"mongodb://{credentials}{self.mongo_host}:{self.mongo_port}/"
+
+
+def _strong_secret(value: SecretStr) -> SecretStr:
+    token = value.get_secret_value()
+    if token.strip().lower() in PLACEHOLDER_SECRETS or len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        raise ValueError(
+            f"must be a real secret of at least {MIN_ADMIN_TOKEN_LENGTH} characters, not a placeholder "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return value
+
+
+class DataPathSettings(BaseServiceSettings):
+    """What the two services on the data path share: ETL forwards rows to serving, serving stores predictions.
+
+    ``SERVICE_TOKEN`` is the ETL's identity towards serving: only a caller presenting it may send row ``ids``
+    and ground-truth ``quality`` to /predict. It must differ from ``ADMIN_TOKEN``, so neither role holds the
+    other's power.
+    """
+
+    service_token: SecretStr = Field(validation_alias=_env("SERVICE_TOKEN"))
+    predictions_collection: str = Field(
+        PREDICTIONS_COLLECTION, min_length=1, validation_alias=_env("PREDICTIONS_COLLECTION")
+    )
+
+    @field_validator("service_token")
+    @classmethod
+    def _strong_service_token(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        admin = info.data.get("admin_token")  # validated before (declared earlier); absent when it was invalid
+        if admin is not None and hmac.compare_digest(value.get_secret_value(), admin.get_secret_value()):
+            raise ValueError("must differ from ADMIN_TOKEN (each role gets its own secret)")
+        return _strong_secret(value)
 
 
 S = TypeVar("S", bound=BaseServiceSettings)

@@ -1,0 +1,166 @@
+"""The predictions collection (``DUMMY.predictions`` by default): the one owner of the prediction document.
+
+One document per predicted row: the 11 inputs by feature name (``inputs``), ``prediction``, ``model_name``,
+``model_version``, ``run_id``, ``request_id``, ``created_at`` and, for rows the ETL forwarded, ``row_id`` and
+the row's true ``quality``. The ``_id`` is fixed before the first write attempt and never changes:
+
+- an ETL row's prediction is stored under the row's own ``_id``, so a retried or backfilled row is stored once
+  (the second insert is a duplicate key) and the ETL can check by id that it was stored before it clears the
+  row's pending mark (:meth:`mlstack_core.rows.RowsRepository.mark_predicted`);
+- an anonymous prediction gets a fresh ObjectId when its documents are built, kept across retries, so a flush
+  that timed out after the server wrote it stores nothing twice when it is sent again.
+
+Only operations FerretDB implements too are used (insert_many, find with ``$in``/``$ne``, sort, limit,
+projection, create_index); tests run them against FerretDB.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from bson import ObjectId
+from pymongo import DESCENDING
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
+
+from mlstack_core.data.generator import FEATURES, TARGET
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS_COLLECTION = "predictions"
+DUPLICATE_KEY = 11000
+
+
+@dataclass(frozen=True)
+class PredictionBatch:
+    """One request's predictions, kept as arrays until documents are built (off the request path)."""
+
+    features: np.ndarray
+    predictions: np.ndarray
+    model: dict[str, Any]
+    request_id: str | None
+    created_at: dt.datetime
+    row_ids: list[str] | None = None  # the ETL's row ids (service callers only): the documents' _ids
+    quality: list[int | None] | None = None  # true quality sent by the ETL, for live error monitoring
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+
+def document_id(row_id: str) -> Any:
+    """The _id a row's prediction is stored under: the row's ObjectId (rows' ids are ObjectIds), else the text."""
+    return ObjectId(row_id) if ObjectId.is_valid(row_id) else row_id
+
+
+def batch_documents(batch: PredictionBatch) -> list[dict[str, Any]]:
+    """The documents of a batch, each with its final _id (the row's id, or a new ObjectId)."""
+    docs = []
+    rows = batch.features.tolist()
+    preds = batch.predictions.tolist()
+    for i, (row, pred) in enumerate(zip(rows, preds, strict=True)):
+        doc: dict[str, Any] = {
+            "_id": ObjectId() if batch.row_ids is None else document_id(batch.row_ids[i]),
+            "inputs": dict(zip(FEATURES, row, strict=True)),
+            "prediction": pred,
+            "model_name": batch.model["name"],
+            "model_version": batch.model["version"],
+            "run_id": batch.model["run_id"],
+            "request_id": batch.request_id,
+            "created_at": batch.created_at,
+        }
+        if batch.row_ids is not None:
+            doc["row_id"] = batch.row_ids[i]
+        if batch.quality is not None and batch.quality[i] is not None:
+            doc[TARGET] = batch.quality[i]
+        docs.append(doc)
+    return docs
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    """What one insert did: documents written now, already stored (same _id), and refused by MongoDB."""
+
+    written: int
+    duplicates: int
+    refused: list[dict[str, Any]]
+
+    @property
+    def stored(self) -> int:
+        """Documents that are in the collection after the insert (written now or before)."""
+        return self.written + self.duplicates
+
+
+class PredictionsRepository:
+    """Writes and reads of the predictions collection."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.col = collection
+
+    def ensure_indexes(self) -> None:
+        """The index the monitoring windows sort on (without it every pass is a full scan on MongoDB)."""
+        self.col.create_index([("created_at", DESCENDING)], name="created_at_desc")
+
+    def insert(self, docs: Sequence[dict[str, Any]]) -> InsertResult:
+        """Insert documents that carry their _id; a duplicate key means "already stored", not an error.
+
+        Other write errors are returned in ``refused`` (those documents are not stored); any other
+        PyMongoError (server down, timeout) propagates: some documents may have been written, and sending the
+        same documents again stores each once.
+        """
+        if not docs:
+            return InsertResult(0, 0, [])
+        try:
+            self.col.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            refused = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            duplicates = len(errors) - len(refused)
+            return InsertResult(len(docs) - len(errors), duplicates, refused)
+        return InsertResult(len(docs), 0, [])
+
+    def stored_ids(self, ids: Iterable[Any]) -> set[Any]:
+        """Which of these _ids have a stored prediction (one ``$in`` query)."""
+        wanted = list(ids)
+        if not wanted:
+            return set()
+        return {doc["_id"] for doc in self.col.find({"_id": {"$in": wanted}}, {"_id": 1})}
+
+    def by_ids(self, ids: Iterable[Any]) -> dict[Any, dict[str, Any]]:
+        """Prediction, model and time of the stored predictions of these _ids."""
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        projection = {"prediction": 1, "model_name": 1, "model_version": 1, "created_at": 1}
+        return {doc["_id"]: doc for doc in self.col.find({"_id": {"$in": wanted}}, projection)}
+
+    def recent_inputs(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs (matrix in FEATURES order) and predicted values of the n newest stored predictions."""
+        cursor = self.col.find({}, {"inputs": 1, "prediction": 1, "_id": 0}).sort("created_at", DESCENDING).limit(n)
+        rows = []
+        for doc in cursor:
+            inputs = doc.get("inputs") or {}
+            try:
+                rows.append([*(float(inputs[name]) for name in FEATURES), float(doc["prediction"])])
+            except (KeyError, TypeError, ValueError):
+                continue  # a malformed document is left out of the window
+        data = np.array(rows, dtype=np.float64).reshape(-1, len(FEATURES) + 1)
+        return data[:, :-1], data[:, -1]
+
+    def recent_labelled(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(prediction, true quality) of the n newest stored predictions whose true quality is known."""
+        cursor = (
+            self.col.find({TARGET: {"$ne": None}}, {"prediction": 1, TARGET: 1, "_id": 0})
+            .sort("created_at", DESCENDING)
+            .limit(n)
+        )
+        pairs = [
+            (doc["prediction"], doc[TARGET]) for doc in cursor
+            if isinstance(doc.get("prediction"), int | float) and isinstance(doc.get(TARGET), int | float)
+        ]
+        data = np.array(pairs, dtype=np.float64).reshape(-1, 2)
+        return data[:, 0], data[:, 1]

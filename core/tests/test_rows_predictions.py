@@ -1,0 +1,167 @@
+"""Pending marks, prediction documents and the orphan sweep against a real FerretDB (every query they rely on).
+
+The invariant under test: every row has a pending mark or a stored prediction; a mark goes only once the
+prediction is stored; the sweep re-marks rows found with neither.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import numpy as np
+import pytest
+from bson import ObjectId
+
+from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
+from mlstack_core.predictions import PredictionBatch, PredictionsRepository, batch_documents
+from mlstack_core.rows import ORPHAN_GRACE, RowsRepository, new_batch_id
+
+pytestmark = pytest.mark.integration
+
+MODEL = {"name": "m", "version": "3", "run_id": "r"}
+LATER = dt.datetime.now(dt.UTC) + ORPHAN_GRACE + dt.timedelta(minutes=1)  # every row here is "old" by then
+
+
+@pytest.fixture
+def db(ferretdb):
+    """A fresh database on the session's FerretDB, dropped afterwards."""
+    client = ferretdb.client(tz_aware=True)
+    name = f"rows_{uuid.uuid4().hex[:10]}"
+    yield client[name]
+    client.drop_database(name)
+    client.close()
+
+
+@pytest.fixture
+def repo(db) -> RowsRepository:
+    return RowsRepository(db["rows"])
+
+
+def insert(repo: RowsRepository, rows: int, *, seed: int = 0, pending: bool = True) -> list[ObjectId]:
+    frame = generate_frame(rows, seed=seed)
+    return repo.insert_batch(frame[list(FEATURES)].to_numpy(dtype=np.float64), frame[TARGET].tolist(),
+                             source="test", batch_id=new_batch_id(), pending=pending)
+
+
+def store_predictions(repo: RowsRepository, ids: list[ObjectId]):
+    """What serving does for the ETL's rows: documents under the row ids."""
+    batch = PredictionBatch(np.ones((len(ids), len(FEATURES))), np.full(len(ids), 5.5), MODEL, "req",
+                            dt.datetime.now(dt.UTC), row_ids=[str(i) for i in ids], quality=[6] * len(ids))
+    return repo.predictions.insert(batch_documents(batch))
+
+
+def marks(repo: RowsRepository) -> set:
+    return {doc["_id"] for doc in repo.pending_col.find({}, {"_id": 1})}
+
+
+def test_row_predictions_are_stored_under_the_row_id_once(repo):
+    ids = insert(repo, 3)
+    first = store_predictions(repo, ids[:2])
+    assert (first.written, first.duplicates, first.refused) == (2, 0, [])
+    again = store_predictions(repo, ids)  # a retry or backfill: the stored two are duplicates, not copies
+    assert (again.written, again.duplicates, again.stored) == (1, 2, 3)
+    assert repo.predictions.col.count_documents({}) == 3
+    doc = repo.predictions.col.find_one({"_id": ids[0]})
+    assert doc["row_id"] == str(ids[0]) and doc[TARGET] == 6 and set(doc["inputs"]) == set(FEATURES)
+    assert repo.predictions.stored_ids([*ids, ObjectId()]) == set(ids)
+
+
+def test_marks_are_cleared_only_for_rows_whose_prediction_is_stored(repo):
+    ids = insert(repo, 4)
+    store_predictions(repo, ids[:3])
+    cleared, missing = repo.mark_predicted(ids)
+    assert cleared == 3 and missing == [ids[3]]
+    assert marks(repo) == {ids[3]}
+    assert sorted(row["prediction_status"] for row in repo.latest(4)) == ["done", "done", "done", "pending"]
+
+
+def test_marks_without_rows_are_skipped_and_deleted_once_stale(repo):
+    ids = insert(repo, 2)
+    now = dt.datetime.now(dt.UTC)
+    stale, fresh = ObjectId(), ObjectId()  # marks of inserts that never wrote their rows
+    repo.pending_col.insert_many([
+        {"_id": stale, "datetime_": now - ORPHAN_GRACE - dt.timedelta(minutes=1), "batch_id": "gone"},
+        {"_id": fresh, "datetime_": now, "batch_id": "in-flight"},
+    ])
+    backlog = repo.pending(limit=10, now=now)
+    assert sorted(row["_id"] for row in backlog) == sorted(ids)
+    assert marks(repo) == {*ids, fresh}  # the stale one is gone; an insert in flight keeps its mark
+
+
+def test_sweep_re_marks_rows_with_neither_mark_nor_prediction(repo):
+    ids = insert(repo, 3)
+    store_predictions(repo, ids[:1])
+    repo.mark_predicted(ids[:1])  # ids[0]: predicted; ids[1]: pending
+    repo.pending_col.delete_one({"_id": ids[2]})  # ids[2]: neither (a mark lost by older code or by hand)
+    orphan = repo.col.insert_one({**{n: 1.0 for n in FEATURES}, "datetime_": dt.datetime.now(dt.UTC),
+                                  "batch_id": "legacy", "source": "old"}).inserted_id  # a row written without a mark
+
+    assert repo.sweep(limit=100).scanned == 0  # rows younger than the grace period may still be mid-insert
+    result = repo.sweep(limit=100, now=LATER)
+    assert (result.scanned, result.remarked) == (4, 2)
+    assert marks(repo) == {ids[1], ids[2], orphan}
+    assert repo.pending_col.find_one({"_id": orphan})["batch_id"] == "legacy"
+    assert repo.sweep(limit=100, now=LATER) == result.__class__(0, 0)  # behind the watermark: not scanned again
+
+
+def test_sweep_walks_the_collection_in_bounded_slices(repo):
+    ids = insert(repo, 5, pending=False)  # none marked, none predicted
+    seen = [repo.sweep(limit=2, now=LATER) for _ in range(4)]
+    assert [(s.scanned, s.remarked) for s in seen] == [(2, 2), (2, 2), (1, 1), (0, 0)]
+    assert marks(repo) == set(ids)
+    assert {row["_id"] for row in repo.pending(limit=10)} == set(ids)  # the backfill sends them
+
+
+def test_recent_windows_read_through_the_repository(db):
+    predictions = PredictionsRepository(db["predictions"])
+    predictions.ensure_indexes()
+    now = dt.datetime.now(dt.UTC)
+    old = PredictionBatch(np.zeros((2, len(FEATURES))), np.zeros(2), MODEL, None, now - dt.timedelta(hours=1))
+    new = PredictionBatch(np.ones((3, len(FEATURES))), np.full(3, 7.0), MODEL, None, now, quality=[6, None, 8])
+    predictions.insert(batch_documents(old) + batch_documents(new))
+    inputs, predicted = predictions.recent_inputs(3)
+    assert inputs.shape == (3, len(FEATURES)) and list(predicted) == [7.0] * 3
+    predicted, quality = predictions.recent_labelled(10)
+    assert sorted(quality) == [6.0, 8.0] and list(predicted) == [7.0, 7.0]
+
+
+class _Crash(BaseException):
+    """The process dying: no except clause of the repository runs (it cleans up only after PyMongoError)."""
+
+
+class _RowsInsertDies:
+    """The rows collection of a process killed right before it inserts the rows."""
+
+    def __init__(self, col) -> None:
+        self._col = col
+
+    def insert_many(self, docs, ordered=True):
+        raise _Crash
+
+    def __getattr__(self, name):
+        return getattr(self._col, name)
+
+
+def test_a_crash_between_the_two_inserts_leaves_marks_never_a_row_without_one(repo):
+    repo.col = _RowsInsertDies(repo.col)
+    with pytest.raises(_Crash):
+        insert(repo, 3)
+    repo.col = repo.col._col
+    assert repo.col.count_documents({}) == 0 and len(marks(repo)) == 3  # marks went first
+    assert repo.pending(limit=10) == []  # the backfill skips marks without rows ...
+    repo.pending(limit=10, now=LATER)
+    assert marks(repo) == set()  # ... and deletes them once they are older than the grace period
+
+
+def test_a_failed_row_insert_deletes_its_marks(repo):
+    from pymongo.errors import AutoReconnect
+
+    class RowsInsertFails(_RowsInsertDies):
+        def insert_many(self, docs, ordered=True):
+            raise AutoReconnect("connection lost")
+
+    repo.col = RowsInsertFails(repo.col)
+    with pytest.raises(AutoReconnect):
+        insert(repo, 3)
+    assert marks(repo) == set()

@@ -1,0 +1,89 @@
+"""The ETL's forward step against a real FerretDB, serving stood in: a row stops being pending only when its
+prediction is stored, whatever serving answered."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import numpy as np
+import pytest
+
+from etl import services
+from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
+from mlstack_core.predictions import PredictionBatch, batch_documents
+from mlstack_core.rows import ORPHAN_GRACE, RowsRepository
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def repo(ferretdb):
+    client = ferretdb.client(tz_aware=True)
+    name = f"etl_{uuid.uuid4().hex[:10]}"
+    yield RowsRepository(client[name]["rows"])
+    client.drop_database(name)
+    client.close()
+
+
+class StandInServing:
+    """Answers like serving; stores the predictions (as serving does) only when told to."""
+
+    def __init__(self, repo: RowsRepository, *, store: bool) -> None:
+        self.repo = repo
+        self.store = store
+        self.calls: list[list[str]] = []
+
+    def predict(self, features, quality, ids, request_id):
+        self.calls.append(list(ids))
+        predictions = np.full(len(ids), 5.0)
+        if self.store:
+            batch = PredictionBatch(features, predictions, {"name": "m", "version": "1", "run_id": "r"}, request_id,
+                                    dt.datetime.now(dt.UTC), row_ids=list(ids), quality=list(quality))
+            self.repo.predictions.insert(batch_documents(batch))
+        return predictions.tolist(), {"version": "1"}
+
+
+def run(repo, serving, **options):
+    return services.run_etl(new_id(), repo=repo, forwarder=serving, batch_size=2, backfill_limit=100, **options)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def pending_ids(repo) -> set:
+    return {doc["_id"] for doc in repo.pending_col.find({}, {"_id": 1})}
+
+
+def test_rows_answered_without_a_stored_prediction_stay_pending_then_are_backfilled_once(repo):
+    lying = StandInServing(repo, store=False)  # answers 200 but stores nothing (a serving bug, a lost write)
+    result = run(repo, lying)
+    assert result["predicted"] == 0 and result["unstored"] == 2
+    assert len(pending_ids(repo)) == 2
+    honest = StandInServing(repo, store=True)
+    result = run(repo, honest)
+    assert result["predicted"] == 4 and result["backfilled"] == 2 and "unstored" not in result
+    assert pending_ids(repo) == set()
+    assert repo.predictions.col.count_documents({}) == 4
+    assert run(repo, honest)["backfilled"] == 0
+
+
+def test_a_run_sweeps_orphans_into_its_backfill(repo):
+    frame = generate_frame(1, seed=3)
+    orphan = repo.col.insert_one({**frame[list(FEATURES)].iloc[0].to_dict(), TARGET: 6, "source": "old",
+                                  "batch_id": "legacy", "datetime_": dt.datetime.now(dt.UTC)}).inserted_id
+    serving = StandInServing(repo, store=True)
+    later = dt.datetime.now(dt.UTC) + ORPHAN_GRACE * 2
+    swept = services.sweep(repo, rows=100)
+    assert swept == {"swept": 0}  # too young: it may be an insert in flight
+    original = repo.sweep
+
+    def sweep_later(*, limit):
+        return original(limit=limit, now=later)
+
+    repo.sweep = sweep_later
+    result = run(repo, serving, sweep_rows=100)
+    assert result["swept"] == 1 and result["backfilled"] == 1 and result["predicted"] == 3
+    assert str(orphan) in serving.calls[-1]
+    assert repo.predictions.col.count_documents({"_id": orphan}) == 1 and pending_ids(repo) == set()
