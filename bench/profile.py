@@ -29,7 +29,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("row validation", ("mlstack_core/validation.py",)),
     ("prometheus metrics", ("prometheus_client/",)),
     ("request id hook", ("mlstack_core/request_id.py",)),
-    ("queueing the prediction (writer.add, PredictionBatch)", ("add (serving/prediction_writer.py)",
+    ("queueing the prediction (writer.add, PendingBatch)", ("add (serving/prediction_writer.py)",
                                                              "serving/prediction_writer.py")),
     ("JSON decode of the body", ("get_json", "json/decoder.py", "json/__init__.py")),
     ("JSON encode of the answer (jsonify)", ("jsonify", "json/encoder.py", "flask/json/")),

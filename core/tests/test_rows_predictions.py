@@ -7,7 +7,7 @@ prediction is stored; the sweep re-marks rows found with neither.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
+import time
 
 import numpy as np
 import pytest
@@ -24,13 +24,8 @@ LATER = dt.datetime.now(dt.UTC) + ORPHAN_GRACE + dt.timedelta(minutes=1)  # ever
 
 
 @pytest.fixture
-def db(ferretdb):
-    """A fresh database on the session's FerretDB, dropped afterwards."""
-    client = ferretdb.client(tz_aware=True)
-    name = f"rows_{uuid.uuid4().hex[:10]}"
-    yield client[name]
-    client.drop_database(name)
-    client.close()
+def db(fresh_db):
+    return fresh_db
 
 
 @pytest.fixture
@@ -165,3 +160,20 @@ def test_a_failed_row_insert_deletes_its_marks(repo):
     with pytest.raises(AutoReconnect):
         insert(repo, 3)
     assert marks(repo) == set()
+
+
+def test_an_insert_into_a_frozen_server_gives_up_within_its_bound(db, ferretdb):
+    from pymongo.errors import PyMongoError
+
+    from devstack.faults import paused
+
+    predictions = PredictionsRepository(db["predictions"], insert_timeout=1.0)
+    predictions.insert(batch_documents(_one_batch()))  # connected before the freeze
+    with paused(ferretdb, 0), pytest.raises(PyMongoError):
+        started = time.monotonic()
+        predictions.insert(batch_documents(_one_batch()))
+    assert time.monotonic() - started < 10  # generous: the bound is 1 s; pymongo's own socket timeout is 20 s
+
+
+def _one_batch() -> PredictionBatch:
+    return PredictionBatch(np.ones((1, len(FEATURES))), np.ones(1), MODEL, None, dt.datetime.now(dt.UTC))

@@ -18,12 +18,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def repo(ferretdb):
-    client = ferretdb.client(tz_aware=True)
-    name = f"etl_{uuid.uuid4().hex[:10]}"
-    yield RowsRepository(client[name]["rows"])
-    client.drop_database(name)
-    client.close()
+def repo(fresh_db):
+    return RowsRepository(fresh_db["rows"])
 
 
 class StandInServing:

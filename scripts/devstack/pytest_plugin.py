@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,6 +99,18 @@ def ferretdb(devstack_workdir: Path) -> Iterator[FerretDB]:
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fresh_db(ferretdb: FerretDB) -> Iterator[Any]:
+    """A database of its own on the session's FerretDB (tz-aware client), dropped after the test."""
+    client = ferretdb.client(tz_aware=True)
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield client[name]
+    finally:
+        client.drop_database(name)
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,10 @@ def _repo() -> RowsRepository:
 
 
 def _predictions() -> PredictionsRepository:
-    return PredictionsRepository(get_mongo().db()[get_settings().predictions_collection])
+    settings = get_settings()
+    return PredictionsRepository(
+        get_mongo().db()[settings.predictions_collection], insert_timeout=settings.prediction_store_timeout_seconds
+    )
 
 
 def _predict(payload):

@@ -30,6 +30,11 @@ class ServingSettings(DataPathSettings):
     prediction_buffer_max: int = Field(
         100_000, ge=100, le=10_000_000, validation_alias=AliasChoices("PREDICTION_BUFFER_MAX")
     )
+    # The ETL's row-id predictions are written before the answer; one write gets at most this long, then the
+    # answer is a 503 and the rows stay pending. Keep it below the ETL's PREDICT_TIMEOUT_SECONDS (10 s).
+    prediction_store_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, validation_alias=AliasChoices("PREDICTION_STORE_TIMEOUT_SECONDS")
+    )
     # Anonymous (data-plane) predictions only: the ETL's row-id predictions are stored whatever this says.
     store_predictions: bool = Field(True, validation_alias=AliasChoices("STORE_PREDICTIONS"))
     seed_rows: int = Field(500, ge=0, le=1_000_000, validation_alias=AliasChoices("SEED_ROWS"))

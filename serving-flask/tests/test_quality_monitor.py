@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,13 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def db(ferretdb):
-    """A fresh database on the session's FerretDB, dropped afterwards."""
-    client = ferretdb.client(tz_aware=True)
-    name = f"quality_{uuid.uuid4().hex[:10]}"
-    yield client[name]
-    client.drop_database(name)
-    client.close()
+def db(fresh_db):
+    return fresh_db
 
 
 class Loader:

@@ -16,6 +16,7 @@ projection, create_index); tests run them against FerretDB.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pymongo
 from bson import ObjectId
 from pymongo import DESCENDING
 from pymongo.collection import Collection
@@ -96,10 +98,15 @@ class InsertResult:
 
 
 class PredictionsRepository:
-    """Writes and reads of the predictions collection."""
+    """Writes and reads of the predictions collection.
 
-    def __init__(self, collection: Collection) -> None:
+    ``insert_timeout`` bounds one insert as a whole (server selection, every batch, the answer): a caller
+    waiting for it (the ETL waiting for serving) gets an answer before it gives up itself.
+    """
+
+    def __init__(self, collection: Collection, *, insert_timeout: float | None = None) -> None:
         self.col = collection
+        self.insert_timeout = insert_timeout
 
     def ensure_indexes(self) -> None:
         """The index the monitoring windows sort on (without it every pass is a full scan on MongoDB)."""
@@ -115,7 +122,9 @@ class PredictionsRepository:
         if not docs:
             return InsertResult(0, 0, [])
         try:
-            self.col.insert_many(docs, ordered=False)
+            bound = pymongo.timeout(self.insert_timeout) if self.insert_timeout else contextlib.nullcontext()
+            with bound:
+                self.col.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             refused = [e for e in errors if e.get("code") != DUPLICATE_KEY]
