@@ -7,7 +7,13 @@ import pytest
 
 from mlstack_core.data.generator import BOUNDS, FEATURES
 from mlstack_core.errors import ApiError
-from mlstack_core.validation import MAX_ROWS_PER_REQUEST, extract_rows, require_valid, validate_rows
+from mlstack_core.validation import (
+    MAX_ROWS_PER_REQUEST,
+    bounded_int,
+    extract_rows,
+    require_valid,
+    validate_rows,
+)
 
 ROW = {
     "fixed acidity": 7.0, "volatile acidity": 0.27, "citric acid": 0.36, "residual sugar": 20.7,
@@ -102,12 +108,91 @@ def test_single_row_shape():
         ({"rows": "x"}, 400),
         ({"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}, 400),
         ([ROW] * (MAX_ROWS_PER_REQUEST + 1), 413),
+        (None, 400),
+        (7, 400),
+        (True, 400),
+        ({"rows": None}, 400),
+        ({"rows": {"pH": 3}}, 400),
+        ({"dataframe_records": "x"}, 400),
+        ({"dataframe_split": None}, 400),
+        ({"dataframe_split": [[1]]}, 400),
+        ({"dataframe_split": {"data": [[1]]}}, 400),
+        ({"dataframe_split": {"columns": "pH", "data": [[1]]}}, 400),
+        ({"dataframe_split": {"columns": [["pH"]], "data": [[1]]}}, 400),
+        ({"dataframe_split": {"columns": [{"a": 1}], "data": [[1]]}}, 400),
+        ({"dataframe_split": {"columns": [None], "data": [[1]]}}, 400),
+        ({"dataframe_split": {"columns": [1], "data": [[1]]}}, 400),
+        ({"dataframe_split": {"columns": ["pH", "pH"], "data": [[1, 2]]}}, 400),
+        ({"dataframe_split": {"columns": ["pH"], "data": "x"}}, 400),
+        ({"dataframe_split": {"columns": ["pH"], "data": [3]}}, 400),
+        ({"dataframe_split": {"columns": ["pH"], "data": [{"pH": 3}]}}, 400),
+        ({"dataframe_split": {"columns": ["pH"], "data": [[3]], "index": 0}}, 400),
+        ({"dataframe_split": {"columns": ["pH"], "data": [[3]], "index": [0, 1]}}, 400),
+        ({"dataframe_split": {"columns": ["pH"], "data": [[3]] * (MAX_ROWS_PER_REQUEST + 1)}}, 413),
     ],
 )
 def test_bad_shapes(payload, status):
     with pytest.raises(ApiError) as info:
         extract_rows(payload)
     assert info.value.status == status
+    assert info.value.error_code in {"INVALID_BODY", "NO_ROWS", "TOO_MANY_ROWS"}
+
+
+def test_dataframe_split_with_a_matching_index_is_accepted():
+    split = {"columns": list(ROW), "data": [list(ROW.values())], "index": [41]}
+    rows, _ = extract_rows({"dataframe_split": split})
+    assert rows == [ROW]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (int("9" * 400), "must be a finite number"),  # a 400-digit integer overflows float64
+        (-(10**309), "must be a finite number"),
+        (1e308 * 10, "must be a finite number"),
+        (True, "must be a finite number"),
+        (None, "must be a finite number"),
+        ("3.1", "must be a finite number"),
+        ({"value": 3.1}, "must be a finite number"),
+        ([3.1], "must be a finite number"),
+        ([[[]]], "must be a finite number"),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 10], ids=["row-by-row", "block-size"])
+def test_hostile_feature_values_are_named_per_field(value, message, batch):
+    parsed = validate_rows([ROW | {"pH": value}] * batch)
+    assert [e["errors"] for e in parsed.errors] == [{"pH": message}] * batch
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), True, "7", {"q": 7}, [7], 7.5])
+def test_hostile_quality_values_are_named(value):
+    parsed = validate_rows([ROW | {"quality": value}])
+    assert parsed.errors[0]["errors"] == {"quality": "must be a whole number"}
+
+
+def test_a_huge_unknown_field_name_is_not_echoed_whole():
+    parsed = validate_rows([ROW | {"x" * 100_000: 1}])
+    (name,) = parsed.errors[0]["errors"]
+    assert name.startswith("xxx") and len(name) < 100
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, 10), ("1", 1), ("007", 7), ("1000", 1000)]
+)
+def test_bounded_int_reads_ascii_whole_numbers(raw, expected):
+    assert bounded_int(raw, name="n", default=10, low=1, high=1000) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["", "0", "1001", "-1", "+5", " 5", "5 ", "1.0", "1e3", "abc", "\u00b2", "\u0663", "\uff15", "\u2075",
+     "9" * 5000, "5\n"],
+)
+def test_bounded_int_refuses_anything_else_with_a_400(raw):
+    with pytest.raises(ApiError) as info:
+        bounded_int(raw, name="n", default=10, low=1, high=1000)
+    assert (info.value.status, info.value.error_code) == (400, "INVALID_PARAMETER")
+    assert "n must be a whole number from 1 to 1000" in info.value.message
 
 
 def _random_rows(rng, n: int) -> list:
@@ -120,6 +205,7 @@ def _random_rows(rng, n: int) -> list:
         lambda r: r | {"colour": "red"}, lambda r: {k: v for k, v in r.items() if k != "pH"},
         lambda r: {k.replace(" ", "_"): v for k, v in r.items()}, lambda r: r | {"pH": 3},
         lambda r: r | {"pH": np.float64(3.1)}, lambda r: [1, 2], lambda r: r | {"pH": 10**30},
+        lambda r: r | {"pH": 10**400}, lambda r: r | {"quality": 10**400}, lambda r: r | {"pH": {"a": [1]}},
     ]
     rows = []
     for _ in range(n):

@@ -44,17 +44,15 @@ def index():
 def ingest():
     """Extract data from outside: JSON rows, a CSV body (text/csv) or a CSV file upload (field 'file')."""
     settings = get_settings()
-    upload = request.files.get("file")
-    if upload is not None:
-        text = upload.read().decode("utf-8-sig", errors="replace")
-        rows = services.parse_csv(text, max_rows=settings.max_ingest_rows)
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise ApiError(400, "NO_FILE", "The multipart upload has no 'file' field; send the CSV as 'file'.")
+        rows = services.parse_csv(upload.read(), max_rows=settings.max_ingest_rows)
     elif request.mimetype == "text/csv":
-        rows = services.parse_csv(request.get_data(as_text=True), max_rows=settings.max_ingest_rows)
+        rows = services.parse_csv(request.get_data(), max_rows=settings.max_ingest_rows)
     elif request.is_json:
-        body = request.get_json(silent=True)
-        if body is None:
-            raise ApiError(400, "INVALID_JSON", "The body is not valid JSON.")
-        rows, _ = extract_rows(body)
+        rows, _ = extract_rows(request.get_json())
     else:
         raise ApiError(
             415, "UNSUPPORTED_MEDIA_TYPE",

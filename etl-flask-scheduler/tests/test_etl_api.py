@@ -72,14 +72,14 @@ def test_ingest_valid_rows_with_database_down_is_503(client, admin):
 
 @pytest.mark.parametrize("sep", [",", ";"])
 def test_csv_parsing_both_separators(sep):
-    rows = parse_csv(_csv(ROWS, sep), max_rows=10)
+    rows = parse_csv(_csv(ROWS, sep).encode(), max_rows=10)
     assert len(rows) == 3
     assert rows[0]["fixed acidity"] == pytest.approx(ROWS[0]["fixed acidity"])
 
 
 @pytest.mark.parametrize(
     ("text", "code"),
-    [("", "INVALID_CSV"), ('"pH"\n', "NO_ROWS"), ('"pH"\n1,2\n', "INVALID_CSV")],
+    [(b"", "INVALID_CSV"), (b'"pH"\n', "NO_ROWS"), (b'"pH"\n1,2\n', "INVALID_CSV")],
 )
 def test_bad_csv(text, code):
     with pytest.raises(ApiError) as info:
@@ -89,7 +89,7 @@ def test_bad_csv(text, code):
 
 def test_csv_row_limit():
     with pytest.raises(ApiError) as info:
-        parse_csv(_csv(ROWS), max_rows=2)
+        parse_csv(_csv(ROWS).encode(), max_rows=2)
     assert info.value.status == 413
 
 

@@ -10,6 +10,7 @@ from mlstack_core.data.generator import FEATURES, generate_frame
 from mlstack_core.errors import ApiError
 from mlstack_core.predictions import PredictionsRepository
 from mlstack_core.rows import RowsRepository
+from mlstack_core.validation import bounded_int
 from serving import services
 from serving.model_store import ModelStore
 
@@ -48,10 +49,8 @@ def _predict(payload):
 
 
 def _json():
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "INVALID_JSON", "Send the rows as JSON with Content-Type: application/json.")
-    return body
+    # JsonRequest answers a body that is not JSON, too deep or invalid with its own 4xx.
+    return request.get_json()
 
 
 @bp.get("/")
@@ -129,18 +128,12 @@ def reload_model():
     return jsonify(reloaded=changed, model=store.model.info())
 
 
-def _n_param() -> int:
-    raw = request.args.get("n", "10")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LATEST:
-        raise ApiError(400, "INVALID_PARAMETER", f"n must be a whole number from 1 to {MAX_LATEST}.")
-    return int(raw)
-
-
 @bp.get("/data/latest")
 @bp.get("/getLatestData/")
 def latest_data():
     """The newest rows (default 10, at most 1000) with their predictions."""
-    return jsonify(rows=services.latest_rows(_repo(), _n_param()))
+    n = bounded_int(request.args.get("n"), name="n", default=10, low=1, high=MAX_LATEST)
+    return jsonify(rows=services.latest_rows(_repo(), n))
 
 
 @bp.get("/data/count")

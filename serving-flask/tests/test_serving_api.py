@@ -136,8 +136,8 @@ def test_quality_is_kept_only_from_the_service_caller(registry, fit, service_cal
 
 def test_non_json_body(client):
     response = client.post("/predict", data="fixed acidity=7", content_type="text/plain")
-    assert response.status_code == 400
-    assert response.get_json()["error_code"] == "INVALID_JSON"
+    assert response.status_code == 415
+    assert response.get_json()["error_code"] == "UNSUPPORTED_MEDIA_TYPE"
 
 
 def test_reload_needs_the_admin_token(client, registry, fit):

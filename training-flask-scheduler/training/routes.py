@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from mlstack_core.appkit import get_settings
 from mlstack_core.auth import require_admin
-from mlstack_core.errors import ApiError
+from mlstack_core.validation import bounded_int
 from training.services import TrainingService
 
 bp = Blueprint("training", __name__)
@@ -51,10 +51,8 @@ def model_status():
 @bp.get("/promotions")
 def promotions():
     """The latest promotion decisions, newest first (default 20)."""
-    raw = request.args.get("n", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PROMOTIONS:
-        raise ApiError(400, "INVALID_PARAMETER", f"n must be a whole number from 1 to {MAX_PROMOTIONS}.")
-    return jsonify(promotions=_service().promotions(int(raw)))
+    n = bounded_int(request.args.get("n"), name="n", default=20, low=1, high=MAX_PROMOTIONS)
+    return jsonify(promotions=_service().promotions(n))
 
 
 @bp.post("/model/rollback")

@@ -6,9 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import requests
 from flask import Flask, current_app, jsonify
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, ServerSelectionTimeoutError
 
 from mlstack_core.errors import register_error_handlers
+from mlstack_core.json_request import JsonRequest
 from mlstack_core.logs import configure_logging
 from mlstack_core.metrics import install_metrics
 from mlstack_core.mongo import MongoProvider
@@ -26,6 +29,7 @@ def create_base_app(
     """A Flask app with everything the services share; the service adds its blueprints and checks."""
     configure_logging(level=settings.log_level, log_dir=settings.log_dir, config_file=settings.log_config)
     app = Flask(import_name)
+    app.request_class = JsonRequest
     app.config.update(
         MLSTACK_SETTINGS=settings,
         MAX_CONTENT_LENGTH=max_body_bytes,
@@ -38,7 +42,7 @@ def create_base_app(
         app_name=settings.service_name,
     )
     app.extensions["mongo"] = mongo
-    app.extensions["readiness"] = {"mongodb": lambda: (mongo.ping(), "ping")}
+    app.extensions["readiness"] = {"mongodb": lambda: _ping(mongo)}
     install_request_id(app)
     register_error_handlers(app)
     install_metrics(app, settings.service_name)
@@ -62,6 +66,27 @@ def get_settings() -> Any:
     return current_app.config["MLSTACK_SETTINGS"]
 
 
+def _ping(mongo: MongoProvider) -> tuple[bool, str]:
+    # Raises on failure: /ready logs the driver's text (hosts, ports, timeouts) and answers a generic word.
+    mongo.client().admin.command("ping")
+    return True, "ok"
+
+
+_TIMEOUTS = (TimeoutError, requests.Timeout, NetworkTimeout, ExecutionTimeout)
+_UNREACHABLE = (ConnectionError, requests.ConnectionError, ConnectionFailure)
+
+
+def public_failure(exc: BaseException) -> str:
+    """A word for why a dependency call failed that names no host, port or driver detail."""
+    if isinstance(exc, ServerSelectionTimeoutError):  # no server answered within the selection timeout
+        return "unreachable"
+    if isinstance(exc, _TIMEOUTS):
+        return "timeout"
+    if isinstance(exc, _UNREACHABLE):
+        return "unreachable"
+    return "failed"
+
+
 def _register_probes(app: Flask) -> None:
     @app.get("/health")
     def health():
@@ -76,7 +101,9 @@ def _register_probes(app: Flask) -> None:
             try:
                 ok, detail = check()
             except Exception as exc:
-                ok, detail = False, f"{type(exc).__name__}: {exc}"
+                # The exception text names internal hosts and ports: it goes to the log, not to the caller.
+                logger.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
+                ok, detail = False, public_failure(exc)
             results[name] = {"ok": ok, "detail": detail}
         status = 200 if all(r["ok"] for r in results.values()) else 503
         return jsonify(ready=status == 200, checks=results), status

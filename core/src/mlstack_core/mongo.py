@@ -10,7 +10,7 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ class MongoProvider:
     def db(self) -> Database:
         """The application database."""
         return self.client()[self._db_name]
-
-    def ping(self) -> bool:
-        """True when the server answers within the timeout."""
-        try:
-            self.client().admin.command("ping")
-            return True
-        except PyMongoError:
-            return False
 
     def close(self) -> None:
         """Close this process's client (safe to call when none was made)."""

@@ -8,8 +8,10 @@ import uuid
 from flask import Flask, g, request
 
 HEADER = "X-Request-ID"
-# Ids travel into logs and downstream calls: accept only short, plain tokens.
-_VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Ids travel into logs, downstream calls and Nginx's JSON error bodies (unescaped): accept only short, plain
+# tokens. The three Nginx templates' `map $http_x_request_id` holds the same pattern (a test compares them).
+PATTERN = r"[A-Za-z0-9._:-]{1,128}"
+_VALID = re.compile(PATTERN)
 
 
 def current_request_id() -> str | None:
@@ -23,7 +25,7 @@ def install_request_id(app: Flask) -> None:
     @app.before_request
     def _assign() -> None:
         incoming = request.headers.get(HEADER, "")
-        g.request_id = incoming if _VALID.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if _VALID.fullmatch(incoming) else uuid.uuid4().hex
 
     @app.after_request
     def _echo(response):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +53,10 @@ def _number(value: Any) -> float | None:
     # bool is an int subclass in Python, but true/false is never a measurement.
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float64 (JSON allows any number of digits)
+        return None
     return number if math.isfinite(number) else None
 
 
@@ -125,7 +129,7 @@ def _validate_row_by_row(rows: Sequence[Any], *, allow_extra: frozenset[str] = f
             name = _CANONICAL.get(key)
             if name is None:
                 if key not in allow_extra:
-                    problems[str(key)] = "unknown field; expected the 11 wine features and optional quality"
+                    problems[_shown(key)] = "unknown field; expected the 11 wine features and optional quality"
                 continue
             number = _number(value)
             if name == TARGET:
@@ -156,6 +160,15 @@ def _validate_row_by_row(rows: Sequence[Any], *, allow_extra: frozenset[str] = f
         if problems:
             errors.append({"row": i, "errors": problems})
     return ParsedRows(features=out, quality=quality, errors=errors)
+
+
+_SHOWN_KEY_CHARS = 64
+
+
+def _shown(key: Any) -> str:
+    # An error names the unknown field, but a megabyte-long name is not echoed back whole.
+    text = str(key)
+    return text if len(text) <= _SHOWN_KEY_CHARS else text[:_SHOWN_KEY_CHARS] + "..."
 
 
 def extract_rows(payload: Any) -> tuple[list[Any], bool]:
@@ -191,15 +204,38 @@ def _split_rows(split: Any) -> list[Any]:
         split.get("data"), list
     ):
         raise ApiError(400, "INVALID_BODY", "dataframe_split needs 'columns' (list) and 'data' (list of lists).")
-    columns = split["columns"]
+    columns, data = split["columns"], split["data"]
+    if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+        raise ApiError(400, "INVALID_BODY", "dataframe_split 'columns' must be distinct feature names (strings).")
+    index = split.get("index")
+    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
+        raise ApiError(400, "INVALID_BODY", "dataframe_split 'index', when given, must list one entry per data row.")
+    if len(data) > MAX_ROWS_PER_REQUEST:
+        raise ApiError(413, "TOO_MANY_ROWS", f"At most {MAX_ROWS_PER_REQUEST} rows per request; split the batch.")
     rows = []
-    for i, values in enumerate(split["data"]):
+    for i, values in enumerate(data):
         if not isinstance(values, list) or len(values) != len(columns):
             raise ApiError(
                 400, "INVALID_BODY", f"dataframe_split data row {i} must be a list of {len(columns)} values."
             )
         rows.append(dict(zip(columns, values, strict=True)))
     return rows
+
+
+_ASCII_WHOLE = re.compile(r"[0-9]{1,9}")
+
+
+def bounded_int(raw: str | None, *, name: str, default: int, low: int, high: int) -> int:
+    """A query parameter as a whole number from ``low`` to ``high`` (ASCII digits only), or a 400 naming it.
+
+    ``str.isdigit`` and ``int`` accept other scripts' digits and superscripts (``²``, ``٣``), which ``int``
+    then refuses or reads as a number the caller never typed.
+    """
+    if raw is None:
+        return default
+    if not _ASCII_WHOLE.fullmatch(raw) or not low <= int(raw) <= high:
+        raise ApiError(400, "INVALID_PARAMETER", f"{name} must be a whole number from {low} to {high}.")
+    return int(raw)
 
 
 def require_valid(parsed: ParsedRows) -> None:
