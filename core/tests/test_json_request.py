@@ -19,6 +19,10 @@ def client():
     def echo():
         return jsonify(body=request.get_json())
 
+    @app.get("/args")
+    def args():
+        return jsonify(args=request.args.to_dict())
+
     @app.post("/silent")
     def silent():
         return jsonify(body=request.get_json(silent=True))
@@ -107,3 +111,13 @@ def test_silent_callers_still_get_none_for_invalid_json(client):
 )
 def test_bracket_depth(data, expected):
     assert bracket_depth_exceeds(data) is expected
+
+
+def test_a_query_string_that_is_not_utf8_is_a_400(client):
+    # WSGI carries the raw query bytes as a Latin-1 string.
+    response = client.get("/args", environ_overrides={"QUERY_STRING": "n=\xff"})
+    assert response.status_code == 400
+    assert response.get_json()["error_code"] == "INVALID_QUERY"
+    # Percent-encoded, the same byte is Werkzeug's business and reads as text.
+    encoded = client.get("/args", environ_overrides={"QUERY_STRING": "n=%FF&m=%C2%B2"})
+    assert encoded.get_json() == {"args": {"n": "%FF", "m": "\u00b2"}}

@@ -137,6 +137,24 @@ def test_multipart_with_the_file_under_another_name_is_a_400(client, admin, stor
 
 
 @pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"garbage"),
+        ("multipart/form-data; boundary=xyz", b"garbage"),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\n\r\n\r\n--xyz--\r\n"),
+        ("multipart/form-data; boundary=xyz",  # never closed: the parser drops the part
+         b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n' + GOOD),
+        ("multipart/form-data; boundary=" + "x" * 5000, b"--x\r\n"),
+    ],
+    ids=["no boundary", "no parts", "empty part", "unclosed part", "huge boundary"],
+)
+def test_malformed_multipart_is_a_400(client, admin, stored, content_type, body):
+    response = client.post("/ingest", data=body, headers=admin | {"Content-Type": content_type})
+    assert_json_error(response, 400, "NO_FILE")
+    assert stored == []
+
+
+@pytest.mark.parametrize(
     "content_type", ["text/plain", "application/xml", "application/x-www-form-urlencoded", "image/png", None]
 )
 def test_other_content_types_are_a_415(client, admin, stored, content_type):

@@ -210,3 +210,24 @@ def test_ready_names_no_host_or_driver_text(client):
     assert body["checks"]["mongodb"] == {"ok": False, "detail": "unreachable"}
     text = response.get_data(as_text=True)
     assert "127.0.0.1" not in text and "Timeout" not in text and "topology" not in text.lower()
+
+
+@pytest.mark.parametrize(
+    ("exc", "word"),
+    [
+        (ConnectionRefusedError("db-7.internal:27017 refused"), "unreachable"),
+        (TimeoutError("db-7.internal:27017 timed out after 2000 ms"), "timeout"),
+        (RuntimeError("db-7.internal:27017 said no"), "failed"),
+    ],
+)
+def test_a_readiness_check_that_raises_is_a_generic_word_and_a_log_line(app, client, caplog, exc, word):
+    from mlstack_core.appkit import add_readiness_check
+
+    def check():
+        raise exc
+
+    add_readiness_check(app, "dependency", check)
+    body = client.get("/ready").get_json()
+    assert body["checks"]["dependency"] == {"ok": False, "detail": word}
+    assert "db-7" not in json.dumps(body)
+    assert "db-7.internal:27017" in caplog.text

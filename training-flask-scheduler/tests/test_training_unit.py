@@ -292,6 +292,12 @@ def test_manual_run_answers_at_once_with_a_run_id(client, admin) -> None:
     assert client.get("/jobs/runs/nope").get_json()["error_code"] == "RUN_NOT_FOUND"
 
 
+@pytest.mark.parametrize("n", ["\u00b2", "\u0663", "0", "501", "-1", "9" * 5000])
+def test_promotions_n_takes_ascii_digits_only(client, n) -> None:
+    response = client.get("/promotions", query_string={"n": n})
+    assert response.status_code == 400 and response.get_json()["error_code"] == "INVALID_PARAMETER"
+
+
 def test_json_errors(client, admin) -> None:
     response = client.get("/no/such/page")
     assert response.status_code == 404 and response.get_json()["error_code"] == "NOT_FOUND"

@@ -24,6 +24,13 @@ accesslog = None  # Nginx logs requests; the app logs what it does
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # Gunicorn's control socket defaults to one path per user: several services on one host would collide.
 control_socket_disable = True
+# Nginx bounds request lines and headers (large_client_header_buffers: 8k a line, 32k in all) and answers over
+# that in JSON. Gunicorn's tighter defaults (a 4094-byte request line, 100 headers) would answer what Nginx let
+# through with a plain-text 400, so these sit at or above anything Nginx forwards (it appends to
+# X-Forwarded-For, hence a field size above 8k).
+limit_request_line = 8190
+limit_request_fields = 32768
+limit_request_field_size = 16384
 
 
 def on_starting(server) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 from flask import Request
+from werkzeug.datastructures import MultiDict
+from werkzeug.utils import cached_property
 
 from mlstack_core.errors import ApiError
 
@@ -56,8 +58,20 @@ def _too_deep() -> ApiError:
 class JsonRequest(Request):
     """Flask's request whose JSON parsing answers in the error shape: 400 too deep or invalid, 415 not JSON.
 
-    Too deep is refused even with ``silent=True``: that flag hides only the cases Flask itself defines.
+    Too deep is refused even with ``silent=True``: that flag hides only the cases Flask itself defines. A query
+    string of raw bytes that are not UTF-8 is a 400 too (Werkzeug raises UnicodeDecodeError reading it).
     """
+
+    @cached_property
+    def args(self) -> MultiDict[str, str]:
+        """The query parameters, or a 400 INVALID_QUERY when the raw query string is not UTF-8."""
+        try:
+            self.query_string.decode()
+        except UnicodeDecodeError:
+            raise ApiError(
+                400, "INVALID_QUERY", "The query string is not UTF-8; percent-encode its parameters."
+            ) from None
+        return super().args
 
     def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any | None:
         """The parsed body, or an ApiError (see the class docstring)."""
