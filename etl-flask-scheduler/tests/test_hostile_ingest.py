@@ -45,17 +45,6 @@ def stored(monkeypatch) -> list:
     return calls
 
 
-def assert_json_error(response, status: int, code: str) -> dict:
-    """The one error shape, with the expected status and code."""
-    assert response.status_code == status, response.get_data(as_text=True)[:500]
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert body["error_code"] == code
-    assert isinstance(body["message"], str) and body["message"]
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    return body
-
-
 GOOD = _csv()
 BAD_CSV = {
     "not UTF-8": (GOOD + b"\xff\xfe\n", 400, "INVALID_CSV"),
@@ -86,7 +75,7 @@ BAD_CSV = {
 
 
 @pytest.mark.parametrize(("data", "status", "code"), BAD_CSV.values(), ids=BAD_CSV.keys())
-def test_bad_csv_body_is_a_4xx_and_stores_nothing(client, admin, stored, data, status, code):
+def test_bad_csv_body_is_a_4xx_and_stores_nothing(client, admin, stored, data, status, code, assert_json_error):
     response = client.post("/ingest", data=data, content_type="text/csv", headers=admin)
     error = assert_json_error(response, status, code)
     assert "nothing was stored" in error["message"] or code == "NO_ROWS"
@@ -94,14 +83,14 @@ def test_bad_csv_body_is_a_4xx_and_stores_nothing(client, admin, stored, data, s
 
 
 @pytest.mark.parametrize(("data", "status", "code"), BAD_CSV.values(), ids=BAD_CSV.keys())
-def test_bad_csv_upload_is_a_4xx_and_stores_nothing(client, admin, stored, data, status, code):
+def test_bad_csv_upload_is_a_4xx_and_stores_nothing(client, admin, stored, data, status, code, assert_json_error):
     upload = {"file": (io.BytesIO(data), "rows.csv")}
     response = client.post("/ingest", data=upload, content_type="multipart/form-data", headers=admin)
     assert_json_error(response, status, code)
     assert stored == []
 
 
-def test_csv_over_the_row_limit_is_a_413(client, admin, stored):
+def test_csv_over_the_row_limit_is_a_413(client, admin, stored, assert_json_error):
     data = _csv(generate_frame(10_001, seed=2).to_dict("records"))
     assert_json_error(client.post("/ingest", data=data, content_type="text/csv", headers=admin), 413, "TOO_MANY_ROWS")
     assert stored == []
@@ -109,7 +98,7 @@ def test_csv_over_the_row_limit_is_a_413(client, admin, stored):
 
 @pytest.mark.parametrize("sep", [",", ";"])
 @pytest.mark.parametrize("kind", ["body", "upload"])
-def test_good_csv_reaches_the_database(client, admin, stored, sep, kind):
+def test_good_csv_reaches_the_database(client, admin, stored, sep, kind, assert_json_error):
     """The control: the spy sees a good file, so its emptiness elsewhere means something."""
     data = _csv(sep=sep)
     if kind == "body":
@@ -121,7 +110,7 @@ def test_good_csv_reaches_the_database(client, admin, stored, sep, kind):
     assert len(stored) == 1
 
 
-def test_multipart_without_a_file_is_a_400(client, admin, stored):
+def test_multipart_without_a_file_is_a_400(client, admin, stored, assert_json_error):
     response = client.post(
         "/ingest", data={"rows": GOOD.decode()}, content_type="multipart/form-data", headers=admin
     )
@@ -129,7 +118,7 @@ def test_multipart_without_a_file_is_a_400(client, admin, stored):
     assert stored == []
 
 
-def test_multipart_with_the_file_under_another_name_is_a_400(client, admin, stored):
+def test_multipart_with_the_file_under_another_name_is_a_400(client, admin, stored, assert_json_error):
     upload = {"upload": (io.BytesIO(GOOD), "rows.csv")}
     response = client.post("/ingest", data=upload, content_type="multipart/form-data", headers=admin)
     assert_json_error(response, 400, "NO_FILE")
@@ -148,7 +137,7 @@ def test_multipart_with_the_file_under_another_name_is_a_400(client, admin, stor
     ],
     ids=["no boundary", "no parts", "empty part", "unclosed part", "huge boundary"],
 )
-def test_malformed_multipart_is_a_400(client, admin, stored, content_type, body):
+def test_malformed_multipart_is_a_400(client, admin, stored, content_type, body, assert_json_error):
     response = client.post("/ingest", data=body, headers=admin | {"Content-Type": content_type})
     assert_json_error(response, 400, "NO_FILE")
     assert stored == []
@@ -157,7 +146,7 @@ def test_malformed_multipart_is_a_400(client, admin, stored, content_type, body)
 @pytest.mark.parametrize(
     "content_type", ["text/plain", "application/xml", "application/x-www-form-urlencoded", "image/png", None]
 )
-def test_other_content_types_are_a_415(client, admin, stored, content_type):
+def test_other_content_types_are_a_415(client, admin, stored, content_type, assert_json_error):
     response = client.post("/ingest", data=GOOD, content_type=content_type, headers=admin)
     assert_json_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
     assert stored == []
@@ -189,13 +178,13 @@ BAD_JSON = {
 
 
 @pytest.mark.parametrize(("body", "status", "code"), BAD_JSON.values(), ids=BAD_JSON.keys())
-def test_bad_json_is_a_4xx_and_stores_nothing(client, admin, stored, body, status, code):
+def test_bad_json_is_a_4xx_and_stores_nothing(client, admin, stored, body, status, code, assert_json_error):
     response = client.post("/ingest", data=body, content_type="application/json", headers=admin)
     assert_json_error(response, status, code)
     assert stored == []
 
 
-def test_a_huge_token_header_is_a_403(client, stored):
+def test_a_huge_token_header_is_a_403(client, stored, assert_json_error):
     response = client.post("/ingest", data=GOOD, content_type="text/csv",
                            headers={"Authorization": "Bearer " + "é" * 100_000})
     assert_json_error(response, 403, "AUTH_INVALID")

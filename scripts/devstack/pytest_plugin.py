@@ -91,6 +91,22 @@ def service() -> dict[str, str]:
     return {"Authorization": f"Bearer {UNIT_SERVICE_TOKEN}"}
 
 
+def _assert_json_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)[:500]
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["error_code"] == code
+    assert isinstance(body["message"], str) and body["message"]
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    return body
+
+
+@pytest.fixture
+def assert_json_error() -> Callable[..., dict]:
+    """``assert_json_error(response, status, code)``: a Flask test response in the one error shape; its body."""
+    return _assert_json_error
+
+
 @pytest.fixture(scope="session")
 def ferretdb(devstack_workdir: Path) -> Iterator[FerretDB]:
     """FerretDB with SCRAM auth; `.uri` carries the credentials, `.stop()`/`.start()` simulate an outage."""

@@ -46,17 +46,6 @@ def writer(app, client, registry, admin, fit) -> RecordingWriter:
     return recorder
 
 
-def assert_json_error(response, status: int, code: str) -> dict:
-    """The one error shape, with the expected status and code."""
-    assert response.status_code == status, response.get_data(as_text=True)[:500]
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert body["error_code"] == code
-    assert isinstance(body["message"], str) and body["message"]
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    return body
-
-
 ROWS_10 = json.dumps([ROW] * 10)
 BAD_BODIES = {
     # Nesting: the issue's 100,000 "[" and deep objects, in every accepted shape.
@@ -125,7 +114,7 @@ BAD_BODIES = {
 
 
 @pytest.mark.parametrize(("body", "status", "code"), BAD_BODIES.values(), ids=BAD_BODIES.keys())
-def test_hostile_bodies_are_a_4xx_and_predict_nothing(client, writer, body, status, code):
+def test_hostile_bodies_are_a_4xx_and_predict_nothing(client, writer, body, status, code, assert_json_error):
     error = assert_json_error(client.post("/predict", data=body, content_type="application/json"), status, code)
     assert writer.batches == []
     if code == "INVALID_ROWS":
@@ -133,7 +122,7 @@ def test_hostile_bodies_are_a_4xx_and_predict_nothing(client, writer, body, stat
 
 
 @pytest.mark.parametrize(("body", "status", "code"), BAD_BODIES.values(), ids=BAD_BODIES.keys())
-def test_hostile_bodies_to_the_original_endpoint_are_a_4xx(client, writer, body, status, code):
+def test_hostile_bodies_to_the_original_endpoint_are_a_4xx(client, writer, body, status, code, assert_json_error):
     response = client.post("/predictDummy/", data=body, content_type="application/json")
     # /predictDummy/ takes one row object only: a batch shape is refused as a body before its rows are read.
     expected = {(status, code), (400, "INVALID_BODY")}
@@ -142,7 +131,7 @@ def test_hostile_bodies_to_the_original_endpoint_are_a_4xx(client, writer, body,
     assert writer.batches == []
 
 
-def test_an_overflowing_value_is_named_by_its_field(client, writer):
+def test_an_overflowing_value_is_named_by_its_field(client, writer, assert_json_error):
     error = assert_json_error(
         client.post("/predict", data=_row_with("alcohol", BIG_INT), content_type="application/json"),
         422, "INVALID_ROWS",
@@ -159,7 +148,7 @@ def test_the_same_rows_well_formed_are_predicted(client, writer):
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "text/csv", "application/x-www-form-urlencoded", None])
-def test_a_body_that_is_not_json_is_a_415(client, writer, content_type):
+def test_a_body_that_is_not_json_is_a_415(client, writer, content_type, assert_json_error):
     response = client.post("/predict", data=json.dumps(ROW), content_type=content_type)
     assert_json_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
     assert writer.batches == []
@@ -173,7 +162,7 @@ def test_a_body_that_is_not_json_is_a_415(client, writer, content_type):
     ],
 )
 @pytest.mark.parametrize("path", ["/data/latest", "/getLatestData/"])
-def test_latest_refuses_any_n_but_ascii_digits_in_range(client, path, n):
+def test_latest_refuses_any_n_but_ascii_digits_in_range(client, path, n, assert_json_error):
     # MongoDB is unreachable in unit tests: a 400 (not 503) shows the parameter was refused before any read.
     error = assert_json_error(client.get(path, query_string={"n": n}), 400, "INVALID_PARAMETER")
     assert "from 1 to 1000" in error["message"]
