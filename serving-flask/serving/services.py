@@ -70,7 +70,7 @@ def predict(
     service_caller: bool,
     request_id: str | None,
 ) -> Prediction:
-    """Validate rows, predict them with the served model and store them (see the module docs of serving).
+    """Validate rows, predict them with the served model and store (or queue) the predictions.
 
     Rows with ``ids`` (the ETL's, from a service caller only; the route checks the token) are stored before
     this returns, whatever STORE_PREDICTIONS says, or a 503 PREDICTIONS_NOT_STORED is raised. Other
@@ -101,7 +101,7 @@ def _store_now(repo: PredictionsRepository, batch: PredictionBatch) -> int:
         result = repo.insert(batch_documents(batch))
     except PyMongoError as exc:
         logger.warning("%d row-id predictions not stored: %s: %s", len(batch), type(exc).__name__, exc)
-        raise _not_stored("MongoDB is not reachable") from None
+        raise _not_stored("MongoDB is unreachable or did not take them in time") from None
     metrics.PREDICTIONS_STORED.inc(result.written)
     if result.refused:
         logger.error("MongoDB refused %d of %d row-id predictions: %s", len(result.refused), len(batch),
