@@ -4,10 +4,12 @@ prediction is stored, whatever serving answered."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 
 import numpy as np
 import pytest
+from bson import ObjectId
 
 from etl import services
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
@@ -65,21 +67,23 @@ def test_rows_answered_without_a_stored_prediction_stay_pending_then_are_backfil
     assert run(repo, honest)["backfilled"] == 0
 
 
-def test_a_run_sweeps_orphans_into_its_backfill(repo):
+def orphan_row(repo, created: dt.datetime) -> ObjectId:
+    """A row written without a mark (older code, a mark deleted by hand); its _id carries its creation time."""
+    row_id = ObjectId(ObjectId.from_datetime(created).binary[:4] + os.urandom(8))
     frame = generate_frame(1, seed=3)
-    orphan = repo.col.insert_one({**frame[list(FEATURES)].iloc[0].to_dict(), TARGET: 6, "source": "old",
-                                  "batch_id": "legacy", "datetime_": dt.datetime.now(dt.UTC)}).inserted_id
+    repo.col.insert_one({"_id": row_id, **frame[list(FEATURES)].iloc[0].to_dict(), TARGET: 6, "source": "old",
+                         "batch_id": "legacy", "datetime_": created})
+    return row_id
+
+
+def test_a_run_sweeps_orphans_into_its_backfill_and_leaves_young_rows_alone(repo):
+    now = dt.datetime.now(dt.UTC)
+    old = orphan_row(repo, now - ORPHAN_GRACE * 2)
+    young = orphan_row(repo, now)  # may be an insert in flight: its mark could still be coming
     serving = StandInServing(repo, store=True)
-    later = dt.datetime.now(dt.UTC) + ORPHAN_GRACE * 2
-    swept = services.sweep(repo, rows=100)
-    assert swept == {"swept": 0}  # too young: it may be an insert in flight
-    original = repo.sweep
-
-    def sweep_later(*, limit):
-        return original(limit=limit, now=later)
-
-    repo.sweep = sweep_later
     result = run(repo, serving, sweep_rows=100)
     assert result["swept"] == 1 and result["backfilled"] == 1 and result["predicted"] == 3
-    assert str(orphan) in serving.calls[-1]
-    assert repo.predictions.col.count_documents({"_id": orphan}) == 1 and pending_ids(repo) == set()
+    assert str(old) in serving.calls[-1] and str(young) not in serving.calls[-1]
+    assert repo.predictions.col.count_documents({"_id": old}) == 1 and pending_ids(repo) == set()
+    assert run(repo, serving, sweep_rows=100)["swept"] == 0
+    assert repo.predictions.col.count_documents({"_id": old}) == 1
