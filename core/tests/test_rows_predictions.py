@@ -14,7 +14,7 @@ import pytest
 from bson import ObjectId
 
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
-from mlstack_core.predictions import PredictionBatch, PredictionsRepository, batch_documents
+from mlstack_core.predictions import FEW_IDS, PredictionBatch, PredictionsRepository, batch_documents
 from mlstack_core.rows import ORPHAN_GRACE, RowsRepository, new_batch_id
 
 pytestmark = pytest.mark.integration
@@ -62,13 +62,15 @@ def test_row_predictions_are_stored_under_the_row_id_once(repo):
     assert repo.predictions.stored_ids([*ids, ObjectId()]) == set(ids)
 
 
-def test_marks_are_cleared_only_for_rows_whose_prediction_is_stored(repo):
-    ids = insert(repo, 4)
-    store_predictions(repo, ids[:3])
+@pytest.mark.parametrize("rows", [4, FEW_IDS + 4])  # looked up one find each, then with one $in
+def test_marks_are_cleared_only_for_rows_whose_prediction_is_stored(repo, rows):
+    ids = insert(repo, rows)
+    store_predictions(repo, ids[:-1])
     cleared, missing = repo.mark_predicted(ids)
-    assert cleared == 3 and missing == [ids[3]]
-    assert marks(repo) == {ids[3]}
-    assert sorted(row["prediction_status"] for row in repo.latest(4)) == ["done", "done", "done", "pending"]
+    assert cleared == rows - 1 and missing == [ids[-1]]
+    assert marks(repo) == {ids[-1]}
+    statuses = [row["prediction_status"] for row in repo.latest(rows)]
+    assert statuses.count("done") == rows - 1 and statuses.count("pending") == 1
 
 
 def test_marks_without_rows_are_skipped_and_deleted_once_stale(repo):
