@@ -5,3 +5,6 @@ import os
 os.environ.setdefault("SERVICE_NAME", "etl")
 
 from mlstack_core.gunicorn_conf import *  # noqa: F403
+
+# The scheduler runs in a child of the master, not in a request worker (see mlstack_core.gunicorn_scheduler).
+from mlstack_core.gunicorn_scheduler import on_exit, when_ready  # noqa: F401

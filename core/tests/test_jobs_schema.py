@@ -1,9 +1,12 @@
-"""Job schedule changes accept an interval or a cron expression and nothing else."""
+"""Job schedule changes accept an interval or a cron expression and nothing else; fire times are deterministic."""
+
+import datetime as dt
 
 import pytest
 
 from mlstack_core.errors import ApiError
 from mlstack_core.jobs import CronSpec, IntervalSpec, parse_schedule
+from mlstack_core.jobs.schedule import latest_fire, next_fire
 
 
 @pytest.mark.parametrize(
@@ -48,3 +51,25 @@ def test_everything_else_is_rejected(body):
     with pytest.raises(ApiError) as info:
         parse_schedule(body)
     assert info.value.status in {400, 422}
+
+
+ANCHOR = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def test_interval_fires_count_from_the_anchor_on_every_replica():
+    spec = IntervalSpec(seconds=5)
+    now = ANCHOR + dt.timedelta(seconds=12.3)
+    assert next_fire(spec, ANCHOR, now=now) == ANCHOR + dt.timedelta(seconds=15)
+    assert next_fire(spec, ANCHOR, now=ANCHOR + dt.timedelta(seconds=15)) == ANCHOR + dt.timedelta(seconds=20)
+    seconds = dt.timedelta(seconds=1)
+    assert latest_fire(spec, ANCHOR, after=ANCHOR, now=now) == ANCHOR + 10 * seconds  # 5 s and 10 s coalesce
+    assert latest_fire(spec, ANCHOR, after=ANCHOR + 10 * seconds, now=now) is None  # handled already
+    assert latest_fire(spec, ANCHOR, after=ANCHOR - 60 * seconds, now=ANCHOR + 4 * seconds) is None
+
+
+def test_cron_fires_need_no_anchor():
+    spec = parse_schedule({"trigger": "cron", "cron": "*/5 * * * *"})
+    now = ANCHOR + dt.timedelta(minutes=7)
+    assert next_fire(spec, ANCHOR, now=now) == ANCHOR + dt.timedelta(minutes=10)
+    old_anchor = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    assert latest_fire(spec, old_anchor, after=ANCHOR, now=now) == ANCHOR + dt.timedelta(minutes=5)

@@ -10,7 +10,7 @@ from etl import routes, services
 from etl.settings import EtlSettings
 from mlstack_core.appkit import create_base_app
 from mlstack_core.job_routes import install_job
-from mlstack_core.jobs import IntervalSpec, JobDefinition
+from mlstack_core.jobs import IntervalSpec, JobDefinition, RunContext
 from mlstack_core.lifecycle import on_shutdown
 from mlstack_core.rows import RowsRepository
 from mlstack_core.settings import load_settings
@@ -19,7 +19,7 @@ JOB_NAME = "etl"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the ETL app; the scheduler runs in one worker only (see mlstack_core.jobs)."""
+    """Build the ETL app; its job runs in the scheduler process, once across replicas (mlstack_core.jobs)."""
     settings = load_settings(EtlSettings, test_config)
     app = create_base_app(__name__, settings, max_body_bytes=16 * 1024 * 1024)
     mongo = app.extensions["mongo"]
@@ -30,17 +30,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     app.extensions["forwarder"] = forwarder
 
-    def etl_job(run_id: str) -> dict[str, Any]:
+    def etl_job(ctx: RunContext) -> dict[str, Any]:
         repo = RowsRepository(mongo.db()[settings.mongo_collection], predictions=settings.predictions_collection)
         return services.run_etl(
-            run_id, repo=repo, forwarder=forwarder, batch_size=settings.etl_batch_size,
-            backfill_limit=settings.backfill_limit, sweep_rows=settings.sweep_rows,
-            request_id=job_service.request_id_of(run_id),
+            ctx.run_id, repo=repo, forwarder=forwarder, batch_size=settings.etl_batch_size,
+            backfill_limit=settings.backfill_limit, sweep_rows=settings.sweep_rows, request_id=ctx.request_id,
         )
 
     job = JobDefinition(JOB_NAME, etl_job, IntervalSpec(seconds=settings.etl_interval_seconds))
-    job_service = install_job(
-        app, job, legacy_noun="Etl", legacy_manual="Etl", run_scheduler=settings.scheduler_enabled
-    )
+    install_job(app, job, legacy_noun="Etl", legacy_manual="Etl", run_scheduler=settings.scheduler_enabled)
     app.register_blueprint(routes.bp)
     return app

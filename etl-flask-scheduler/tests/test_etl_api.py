@@ -110,7 +110,22 @@ def test_unknown_job_name(client, admin):
     assert response.status_code == 404
 
 
-def test_run_status_unknown(client):
-    response = client.get("/jobs/runs/0123456789abcdef")
+@pytest.mark.parametrize("run_id", ["0123456789abcdef", "a" * 300, "0123456789ABCDEF0123456789abcdef", "run-1"])
+def test_run_status_of_a_malformed_id_is_a_404_without_the_database(client, run_id):
+    response = client.get(f"/jobs/runs/{run_id}")  # MongoDB is unreachable here: a lookup would be a 503
     assert response.status_code == 404
     assert response.get_json()["error_code"] == "RUN_NOT_FOUND"
+    assert run_id not in response.get_data(as_text=True)
+
+
+def test_manual_run_with_mongodb_down_is_a_clear_503(client, admin):
+    response = client.post("/jobs/etl/run", headers=admin)
+    assert response.status_code == 503
+    assert response.get_json()["error_code"] == "DATABASE_UNAVAILABLE"
+
+
+@pytest.mark.parametrize("wait", ["21", "120", "nan", "-1", "later"])
+def test_wait_is_bounded_below_every_timeout(client, admin, wait):
+    response = client.post(f"/jobs/etl/run?wait={wait}", headers=admin)
+    assert response.status_code == 400
+    assert response.get_json()["error_code"] == "INVALID_PARAMETER"

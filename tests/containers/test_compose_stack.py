@@ -32,7 +32,7 @@ import pytest
 import requests
 import yaml
 
-from devstack.polling import wait_until
+from devstack.polling import run_job_to_end, wait_until
 from devstack.ports import free_port
 
 pytestmark = pytest.mark.containers
@@ -649,9 +649,7 @@ def test_closed_loop_through_the_published_nginx_ports(
     started = time.monotonic()
 
     # ETL: a row generated, stored, predicted by serving (through serving's Nginx) with the champion.
-    response = requests.post(f"{etl}/jobs/etl/run?wait=60", headers=admin, timeout=90)
-    assert response.status_code == 200, response.text
-    record = response.json()
+    record = run_job_to_end(etl, "etl", headers=admin, timeout=60)[1]
     assert record["status"] == "succeeded", record
     # The seeded rows are pending like any other: the first run backfills them along with its own row.
     result = record["result"]

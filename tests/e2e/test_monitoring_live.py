@@ -31,7 +31,7 @@ import pytest
 import requests
 import yaml
 
-from devstack.polling import wait_until
+from devstack.polling import run_job_to_end, wait_until
 from devstack.servers import Prometheus
 from mlstack_core.data.generator import FEATURES, generate_frame
 
@@ -92,11 +92,7 @@ def admin(stack) -> dict[str, str]:
 
 
 def run_job(stack, admin, service: str, wait: int) -> dict[str, Any]:
-    response = requests.post(
-        f"{stack.urls[service]}/jobs/{service}/run?wait={wait}", headers=admin, timeout=wait + 10
-    )
-    assert response.status_code in {200, 202}, response.text
-    return response.json()
+    return run_job_to_end(stack.urls[service], service, headers=admin, timeout=wait)[1]
 
 
 def operator_reads(stack) -> None:

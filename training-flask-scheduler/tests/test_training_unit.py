@@ -281,15 +281,15 @@ def test_default_schedule_is_hourly(app) -> None:
     assert app.extensions["job_service"].job.default_schedule.total_seconds() == 3600
 
 
-def test_manual_run_answers_at_once_with_a_run_id(client, admin) -> None:
+def test_manual_run_with_mongodb_down_is_a_clear_503(client, admin) -> None:
+    # Run requests are stored in MongoDB (one queue for every replica); unreachable here, so nothing is queued.
     response = client.get("/manualTraining/", headers=admin)
-    assert response.status_code == 202
-    body = response.get_json()
-    assert body["status"] == "queued" and body["run_id"]
-    status = client.get(body["status_url"])
-    assert status.status_code == 202
-    assert status.get_json()["status"] == "queued"  # no scheduler in this app: nobody trains in a request
+    assert response.status_code == 503
+    assert response.get_json()["error_code"] == "DATABASE_UNAVAILABLE"
+    # A malformed run id is a 404 without asking the database; a well-formed one needs it.
     assert client.get("/jobs/runs/nope").get_json()["error_code"] == "RUN_NOT_FOUND"
+    assert client.get(f"/jobs/runs/{'a' * 300}").status_code == 404
+    assert client.get(f"/jobs/runs/{'a' * 32}").status_code == 503
 
 
 @pytest.mark.parametrize("n", ["\u00b2", "\u0663", "0", "501", "-1", "9" * 5000])

@@ -10,10 +10,11 @@ from flask import Flask
 
 from mlstack_core.appkit import add_readiness_check, create_base_app
 from mlstack_core.job_routes import install_job
-from mlstack_core.jobs import IntervalSpec, JobDefinition, JobService
+from mlstack_core.jobs import IntervalSpec, JobDefinition, JobService, RunContext
 from mlstack_core.lifecycle import on_shutdown
 from mlstack_core.settings import load_settings
 from training import routes
+from training.abandoned import fail_abandoned_mlflow_runs
 from training.nudge import ServingNudger
 from training.registry import ModelRegistry
 from training.services import TrainingService
@@ -27,7 +28,7 @@ JOB_NAME = "training"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the training app; the scheduler (and so training) runs in one worker only (mlstack_core.jobs)."""
+    """Build the training app; training runs in the scheduler process, once across replicas (mlstack_core.jobs)."""
     settings = load_settings(TrainingSettings, test_config)
     app = create_base_app(__name__, settings)
     mongo = app.extensions["mongo"]
@@ -47,17 +48,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     stop = threading.Event()
     on_shutdown(stop.set)
 
-    def training_job(run_id: str) -> dict[str, Any]:
-        return service.run(run_id, request_id=job_service.request_id_of(run_id))
+    def training_job(ctx: RunContext) -> dict[str, Any]:
+        return service.run(ctx.run_id, request_id=ctx.request_id)
+
+    def abandoned(record: dict[str, Any]) -> None:
+        fail_abandoned_mlflow_runs(registry, job_run_id=record["_id"])
 
     def bootstrap(jobs: JobService) -> None:
         service.bootstrap(jobs, stop=stop)
 
     job = JobDefinition(
         JOB_NAME, training_job, IntervalSpec(seconds=settings.training_interval_seconds),
-        on_leader_start=bootstrap if settings.bootstrap_enabled else None,
+        on_leader_start=bootstrap if settings.bootstrap_enabled else None, on_abandoned=abandoned,
     )
-    job_service = install_job(
+    install_job(
         app, job, legacy_noun="Training", legacy_manual="Training", run_scheduler=settings.scheduler_enabled
     )
     app.register_blueprint(routes.bp)

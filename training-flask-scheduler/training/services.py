@@ -19,7 +19,7 @@ from mlstack_core.data.generator import FEATURES
 from mlstack_core.drift import REFERENCE_ARTIFACT, build_reference
 from mlstack_core.errors import ApiError
 from mlstack_core.jobs import JobService
-from mlstack_core.locks import MongoLease
+from mlstack_core.locks import LeaseKeeper, MongoLease
 from mlstack_core.mongo import MongoProvider
 from mlstack_core.rows import RowsRepository
 from training import metrics
@@ -51,6 +51,11 @@ T = TypeVar("T")
 
 class TrainingError(RuntimeError):
     """A training run could not finish; the message says which step failed and that nothing was promoted."""
+
+    def __init__(self, message: str, *, public: str | None = None) -> None:
+        super().__init__(message)
+        # What the run record shows clients: the step, never the registry's address or the exception text.
+        self.public_message = public or message
 
 
 @dataclass
@@ -109,7 +114,8 @@ class TrainingService:
             yield Lease("held")
             return
         try:
-            yield Lease("acquired", lease)
+            with LeaseKeeper(lease):  # renewed while held: a dead holder frees it within lease_ttl_seconds
+                yield Lease("acquired", lease)
         finally:
             with contextlib.suppress(PyMongoError):
                 lease.release()
@@ -120,7 +126,8 @@ class TrainingService:
         except Exception as exc:
             raise TrainingError(
                 f"MLflow at {self.registry.tracking_uri} failed during '{step}': {type(exc).__name__}: {exc}; "
-                "nothing was promoted"
+                "nothing was promoted",
+                public=f"MLflow unavailable during '{step}'; nothing was promoted",
             ) from exc
 
     # ------------------------------------------------------------------ training run

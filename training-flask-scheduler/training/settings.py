@@ -22,8 +22,8 @@ class TrainingSettings(BaseServiceSettings):
     bootstrap_timeout_seconds: float = Field(
         600, ge=10, le=3600, validation_alias=AliasChoices("TRAINING_BOOTSTRAP_TIMEOUT_SECONDS")
     )
-    # Longer than any training run; renewed between steps, so a crashed holder frees it within this time.
-    lease_ttl_seconds: float = Field(600, ge=10, le=86400, validation_alias=AliasChoices("TRAINING_LEASE_TTL_SECONDS"))
+    # Renewed every ttl/3 while a run holds it, so a holder that died frees it within this time.
+    lease_ttl_seconds: float = Field(30, ge=3, le=3600, validation_alias=AliasChoices("TRAINING_LEASE_TTL_SECONDS"))
 
     # Data
     min_training_rows: int = Field(50, ge=10, le=10_000_000, validation_alias=AliasChoices("MIN_TRAINING_ROWS"))

@@ -6,10 +6,10 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request, url_for
 
 from mlstack_core.auth import require_admin
 from mlstack_core.errors import ApiError
-from mlstack_core.jobs import JobDefinition, JobRunner, JobService, LeaderElector, parse_schedule
-from mlstack_core.lifecycle import on_shutdown
+from mlstack_core.jobs import JobDefinition, JobService, is_run_id, parse_schedule, public_record
 
-MAX_WAIT_SECONDS = 120
+# Below every timeout on a request's path: Nginx's proxy_read_timeout (30 s) and Gunicorn's timeout (60 s).
+MAX_WAIT_SECONDS = 20
 
 
 def get_job_service() -> JobService:
@@ -26,7 +26,7 @@ def _json_body() -> object:
 
 def _run_response(record: dict):
     status = 202 if record["status"] in {"queued", "running"} else 200
-    body = {**record, "status_url": url_for("jobs.run_status", run_id=record["run_id"])}
+    body = {**public_record(record), "status_url": url_for("jobs.run_status", run_id=record["run_id"])}
     return jsonify(body), status
 
 
@@ -68,7 +68,7 @@ def make_job_blueprint(*, legacy_noun: str, legacy_manual: str) -> Blueprint:
     @bp.get(f"/manual{legacy_manual}/", defaults={"job": None})
     @require_admin
     def run_job(job: str | None):
-        """Queue a run now; answers 202 with its id (``?wait=N`` waits up to N seconds for the result)."""
+        """Queue a run now; answers 202 with its id (``?wait=N`` waits up to N <= 20 seconds for the result)."""
         service = _checked(job)
         wait = request.args.get("wait", "0")
         try:
@@ -85,9 +85,10 @@ def make_job_blueprint(*, legacy_noun: str, legacy_manual: str) -> Blueprint:
     @bp.get("/jobs/runs/<run_id>")
     def run_status(run_id: str):
         """A run's status and result."""
-        record = get_job_service().runs.get(run_id)
+        # A malformed id is answered without a lookup, and never echoed back (it may be anything).
+        record = get_job_service().get_run(run_id) if is_run_id(run_id) else None
         if record is None:
-            raise ApiError(404, "RUN_NOT_FOUND", f"No run with id {run_id!r}.")
+            raise ApiError(404, "RUN_NOT_FOUND", "No run with this id (run ids are 32 hexadecimal characters).")
         return _run_response(record)
 
     return bp
@@ -103,18 +104,14 @@ def _checked(job: str | None) -> JobService:
 def install_job(
     app: Flask, job: JobDefinition, *, legacy_noun: str, legacy_manual: str, run_scheduler: bool
 ) -> JobService:
-    """Register the job's routes; with run_scheduler, compete to be the one process that runs it."""
+    """Register the job's routes; run_scheduler says whether this service's scheduler process leads the job.
+
+    Nothing starts here: the scheduler process (mlstack_core.jobs.runner, started by the Gunicorn master) builds
+    the same app and runs the job when ``job_scheduler_enabled`` is set.
+    """
     settings = app.config["MLSTACK_SETTINGS"]
-    service = JobService(
-        service=settings.service_name, job=job, mongo=app.extensions["mongo"], state_dir=settings.state_dir
-    )
+    service = JobService(service=settings.service_name, job=job, mongo=app.extensions["mongo"])
     app.extensions["job_service"] = service
-    if run_scheduler:
-        runner = JobRunner(service)
-        elector = LeaderElector(settings.state_dir / f"{settings.service_name}.leader.lock", runner.start)
-        app.extensions["job_runner"] = runner
-        app.extensions["leader"] = elector
-        elector.start()
-        on_shutdown(runner.stop)
+    app.extensions["job_scheduler_enabled"] = run_scheduler
     app.register_blueprint(make_job_blueprint(legacy_noun=legacy_noun, legacy_manual=legacy_manual))
     return service
