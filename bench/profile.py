@@ -23,7 +23,7 @@ log = logging.getLogger("bench")
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("prediction writer thread (documents, BSON, insert_many)", ("_loop (serving/prediction_writer.py)",)),
     ("model watcher / monitor threads", ("_watch (serving/model_store.py)", "serving/quality.py",
-                                         "mlstack_core/jobs.py")),
+                                         "mlstack_core/locks.py")),
     ("estimator: scikit-learn predict", ("sklearn/",)),
     ("estimator: folded linear predict", ("predict (serving/model_store.py)",)),
     ("row validation", ("mlstack_core/validation.py",)),

@@ -383,7 +383,7 @@ def test_bootstrap_trains_at_start_then_manual_runs_are_asynchronous(make_app, l
     started = time.monotonic()
     app = make_app(scheduler_enabled=True)
     registry = app.extensions["training"].registry
-    # What the scheduler process does (python -m mlstack_core.jobs.runner), in a thread of this one.
+    # What the scheduler process does (python -m mlstack_core.jobs), in a thread of this one.
     runner = JobRunner(app.extensions["job_service"])
     thread = threading.Thread(target=runner.run_forever, daemon=True)
     thread.start()

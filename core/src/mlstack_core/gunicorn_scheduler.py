@@ -23,7 +23,7 @@ RESTART_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 class SchedulerSupervisor:
-    """Starts ``python -m mlstack_core.jobs.runner <app>`` and keeps it running until stopped."""
+    """Starts ``python -m mlstack_core.jobs <app>`` and keeps it running until stopped."""
 
     def __init__(self, app_uri: str, *, grace_seconds: float) -> None:
         self.app_uri = app_uri
@@ -49,7 +49,7 @@ class SchedulerSupervisor:
             with self._lock:
                 if self._stop.is_set():
                     return
-                self._proc = subprocess.Popen([sys.executable, "-m", "mlstack_core.jobs.runner", self.app_uri])
+                self._proc = subprocess.Popen([sys.executable, "-m", "mlstack_core.jobs", self.app_uri])
             logger.info("scheduler process started (pid %s)", self._proc.pid)
             # The master's SIGCHLD handler may reap the child first; wait() still returns once it is gone.
             self._proc.wait()

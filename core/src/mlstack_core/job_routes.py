@@ -106,8 +106,8 @@ def install_job(
 ) -> JobService:
     """Register the job's routes; run_scheduler says whether this service's scheduler process leads the job.
 
-    Nothing starts here: the scheduler process (mlstack_core.jobs.runner, started by the Gunicorn master) builds
-    the same app and runs the job when ``job_scheduler_enabled`` is set.
+    Nothing starts here: the scheduler process (``python -m mlstack_core.jobs``, started by the Gunicorn
+    master) builds the same app and runs the job when ``job_scheduler_enabled`` is set.
     """
     settings = app.config["MLSTACK_SETTINGS"]
     service = JobService(service=settings.service_name, job=job, mongo=app.extensions["mongo"])

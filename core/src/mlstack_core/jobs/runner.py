@@ -1,6 +1,6 @@
 """The scheduler: a leader loop that runs one service's job once across every replica.
 
-Runs in the scheduler process (``python -m mlstack_core.jobs.runner "etl.app:create_app()"``, started by the
+Runs in the scheduler process (``python -m mlstack_core.jobs "etl.app:create_app()"``, started by the
 Gunicorn master, see mlstack_core.gunicorn_scheduler), never in a request worker. Every TICK_SECONDS it:
 1. takes or renews the job's leader lease (``scheduler:<service>:<job>``, TTL LEASE_TTL_SECONDS); without it,
    it does nothing else;
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        sys.stderr.write("usage: python -m mlstack_core.jobs.runner 'package.app:create_app()'\n")
+        sys.stderr.write("usage: python -m mlstack_core.jobs 'package.app:create_app()'\n")
         return 2
     parent = os.getppid()
     stop = threading.Event()
@@ -292,7 +292,3 @@ def main(argv: list[str] | None = None) -> int:
 def grace_seconds() -> float:
     """How long a stopping scheduler lets a running run finish: inside Gunicorn's graceful timeout."""
     return max(float(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30")) - 5.0, 1.0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
