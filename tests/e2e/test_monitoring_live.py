@@ -2,10 +2,10 @@
 
 The stack (FerretDB, S3, MLflow, serving, ETL and training with two Gunicorn workers each, Nginx) runs the
 closed loop: bootstrap training and promotion, ETL runs forwarded to serving, direct predictions (some with
-shifted alcohol: real input drift), a second training run, and one injected failure (an ETL run and serving
-data reads while MongoDB is stopped). Debian's Prometheus, started here on a free loopback port with the
-native config template (1 s scrape and evaluation interval) and the repository's rule files, scrapes the
-apps' Gunicorn ports. Then:
+shifted alcohol: real input drift), a second training run, and injected failures (the ETL's scheduler process
+killed during a run, which its successor fails; serving data reads while MongoDB is stopped). Debian's
+Prometheus, started here on a free loopback port with the native config template (1 s scrape and evaluation
+interval) and the repository's rule files, scrapes the apps' Gunicorn ports. Then:
 
 - every expression of every dashboard panel, and every recording rule, returns at least one series;
 - every rule evaluates without error, drift and live MAE reflect the data, all workers serve one version;
@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +33,7 @@ import pytest
 import requests
 import yaml
 
+from devstack.faults import paused, request_run, scheduler_leader_pid, wait_run
 from devstack.polling import run_job_to_end, wait_until
 from devstack.servers import Prometheus
 from mlstack_core.data.generator import FEATURES, generate_frame
@@ -136,11 +139,17 @@ def closed_loop(stack, prometheus, admin) -> dict[str, Any]:
     assert training["status"] == "succeeded", training
     assert run_job(stack, admin, "etl", 30)["status"] == "succeeded"
 
-    # The injected failure: MongoDB stopped during an ETL run and a data read.
+    # The injected failures. The ETL's scheduler process killed (SIGKILL) during a run, held in its forward to a
+    # frozen serving: its restarted successor takes the lease over and fails the run.
+    with paused(stack.apps["serving"], 0):
+        run_id = request_run(stack, "etl")
+        wait_run(stack, "etl", run_id, statuses={"running"}, timeout=30)
+        os.kill(scheduler_leader_pid(stack, "etl"), signal.SIGKILL)
+    failed = wait_run(stack, "etl", run_id, timeout=90)
+    assert failed["status"] == "failed", failed
+    # MongoDB stopped during a data read.
     stack.ferretdb.stop()
     try:
-        failed = run_job(stack, admin, "etl", 40)
-        assert failed["status"] == "failed", failed
         response = requests.get(f"{serving}/data/count", timeout=TIMEOUT)
         assert response.status_code >= 500
     finally:
