@@ -68,7 +68,7 @@ REQUESTS: list[tuple] = [
     ("etl", "Resume job", "POST", "etl_url", "/jobs/etl/resume", None, ADMIN, [200], []),
     ("etl", "pauseEtlJob (original)", "GET", "etl_url", "/pauseEtlJob/", None, ADMIN, [200], []),
     ("etl", "resumeEtlJob (original)", "GET", "etl_url", "/resumeEtlJob/", None, ADMIN, [200], []),
-    ("etl", "Run now and wait", "POST", "etl_url", "/jobs/etl/run?wait=30", None, ADMIN, [200, 202],
+    ("etl", "Run now and wait", "POST", "etl_url", "/jobs/etl/run?wait=20", None, ADMIN, [200, 202],
      ["pm.collectionVariables.set('etl_run_id', pm.response.json().run_id);"]),
     ("etl", "manualEtl (original)", "GET", "etl_url", "/manualEtl/", None, ADMIN, [200, 202], []),
     ("etl", "Run status", "GET", "etl_url", "/jobs/runs/{{etl_run_id}}", None, False, [200, 202], []),
