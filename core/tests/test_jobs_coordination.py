@@ -207,3 +207,17 @@ def test_routes_queue_in_mongodb_and_validate_run_ids(client, tmp_path):
     for wait in ("21", "120", "nan", "inf", "-1", "soon"):
         response = client.post(f"/jobs/demo/run?wait={wait}", headers=admin)
         assert response.status_code == 400 and response.get_json()["error_code"] == "INVALID_PARAMETER"
+
+
+def test_the_leader_reports_the_next_run_without_touching_the_schedule(mongo):
+    jobs = make_jobs(mongo, lambda ctx: {}, seconds=60)
+    leader = JobRunner(jobs, holder="reporter")
+    tick_until_leader(leader)
+    job = jobs.get_job()
+    assert job["paused"] is False and job["next_run_time"] is not None
+    jobs.set_paused(True)
+    leader.tick()
+    job = jobs.get_job()
+    assert job["paused"] is True and job["next_run_time"] is None
+    assert mongo.db()[JOBS_COLLECTION].find_one({"_id": "demo"})["paused"] is True
+    leader.stop(0)

@@ -134,7 +134,7 @@ def next_fire(spec: IntervalSpec | CronSpec, anchor: dt.datetime, *, now: dt.dat
 
 
 class ScheduleRepository:
-    """The job document in ``scheduler_jobs``: schedule, anchor, paused, version, next run and last run."""
+    """The job document in ``scheduler_jobs``: schedule, anchor, paused, next run and last run."""
 
     def __init__(self, col: Collection, *, name: str, default: IntervalSpec | CronSpec) -> None:
         self._col = col
@@ -149,7 +149,7 @@ class ScheduleRepository:
             # Racing creators insert the same default; the first insert wins, the others keep it.
             with contextlib.suppress(DuplicateKeyError):
                 self._col.insert_one({"_id": self.name, "schedule": self.default.model_dump(), "paused": False,
-                                      "version": 1, "anchor": _second(now), "updated_at": now})
+                                      "anchor": _second(now), "updated_at": now})
             doc = self._col.find_one({"_id": self.name})
         if doc.get("anchor") is None:  # stored by an older version: anchor it at its last change
             doc["anchor"] = doc.get("updated_at") or _now()
@@ -161,20 +161,26 @@ class ScheduleRepository:
         now = _now()
         self._col.update_one(
             {"_id": self.name},
-            {"$set": {"schedule": spec.model_dump(), "anchor": _second(now), "updated_at": now},
-             "$inc": {"version": 1}},
+            {"$set": {"schedule": spec.model_dump(), "anchor": _second(now), "updated_at": now}},
         )
 
     def set_paused(self, paused: bool) -> None:
         """Pause or resume the schedule."""
         self.ensure()
-        self._col.update_one(
-            {"_id": self.name}, {"$set": {"paused": paused, "updated_at": _now()}, "$inc": {"version": 1}}
-        )
+        self._col.update_one({"_id": self.name}, {"$set": {"paused": paused, "updated_at": _now()}})
 
     def note(self, **fields: Any) -> None:
-        """Store what the leader reports (next_run_time, last_run)."""
-        self._col.update_one({"_id": self.name}, {"$set": fields})
+        """Store what the leader reports (next_run_time, last_run) in the job's state document.
+
+        A document of its own: FerretDB applies an update as read-then-write of the whole document, so the
+        leader writing into the schedule's document could undo a pause or schedule change made meanwhile.
+        """
+        with contextlib.suppress(DuplicateKeyError):  # two upserts raced to create it; the next note lands
+            self._col.update_one({"_id": f"{self.name}:state"}, {"$set": fields}, upsert=True)
+
+    def state(self) -> dict[str, Any]:
+        """What the leader last reported (empty before its first report)."""
+        return self._col.find_one({"_id": f"{self.name}:state"}) or {}
 
 
 def _now() -> dt.datetime:

@@ -53,15 +53,18 @@ class JobService:
 
     def get_job(self) -> dict[str, Any]:
         """The job as stored (schedule, paused, next run time written by the leader, last run)."""
-        doc = self.schedule().ensure()
-        next_run, updated = aware(doc.get("next_run_time")), aware(doc.get("updated_at"))
+        schedule = self.schedule()
+        doc, state = schedule.ensure(), schedule.state()
+        paused = doc.get("paused", False)
+        next_run = None if paused else aware(state.get("next_run_time"))
+        updated = aware(doc.get("updated_at"))
         return {
             "id": doc["_id"],
             "schedule": doc["schedule"],
-            "paused": doc.get("paused", False),
+            "paused": paused,
             "next_run_time": next_run.isoformat() if next_run else None,
             "updated_at": updated.isoformat() if updated else None,
-            "last_run": doc.get("last_run"),
+            "last_run": state.get("last_run"),
         }
 
     def modify(self, spec: IntervalSpec | CronSpec) -> dict[str, Any]:
