@@ -16,10 +16,12 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 logger = logging.getLogger("gunicorn.error")
 
 RESTART_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+HEALTHY_SECONDS = 60.0
 
 
 class SchedulerSupervisor:
@@ -51,11 +53,14 @@ class SchedulerSupervisor:
                     return
                 self._proc = subprocess.Popen([sys.executable, "-m", "mlstack_core.jobs", self.app_uri])
             logger.info("scheduler process started (pid %s)", self._proc.pid)
+            started = time.monotonic()
             # The master's SIGCHLD handler may reap the child first; wait() still returns once it is gone.
             self._proc.wait()
             _mark_dead(self._proc.pid)
             if self._stop.is_set():
                 return
+            if time.monotonic() - started > HEALTHY_SECONDS:
+                failures = 0  # a crash after a long healthy run restarts at once, not after the longest backoff
             delay = RESTART_BACKOFF_SECONDS[min(failures, len(RESTART_BACKOFF_SECONDS) - 1)]
             failures += 1
             logger.error("scheduler process %s exited; restarting in %.0f s", self._proc.pid, delay)
