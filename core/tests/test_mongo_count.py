@@ -3,8 +3,6 @@ use; MongoDB answers ``$collStats`` the same way)."""
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 
@@ -16,12 +14,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def db(ferretdb):
-    client = ferretdb.client()
-    name = f"count_{uuid.uuid4().hex[:10]}"
-    yield client[name]
-    client.drop_database(name)
-    client.close()
+def db(fresh_db):
+    return fresh_db
 
 
 def _insert(repo: RowsRepository, rows: int, *, pending: bool, seed: int = 0) -> list:
