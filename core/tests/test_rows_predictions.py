@@ -20,7 +20,10 @@ from mlstack_core.rows import ORPHAN_GRACE, RowsRepository, new_batch_id
 pytestmark = pytest.mark.integration
 
 MODEL = {"name": "m", "version": "3", "run_id": "r"}
-LATER = dt.datetime.now(dt.UTC) + ORPHAN_GRACE + dt.timedelta(minutes=1)  # every row here is "old" by then
+def later() -> dt.datetime:
+    """A moment by which every row written so far is older than the grace period (taken at the call: a module-level
+    constant goes stale when the test runs more than a minute after import, as in a loaded full suite)."""
+    return dt.datetime.now(dt.UTC) + ORPHAN_GRACE + dt.timedelta(minutes=1)
 
 
 @pytest.fixture
@@ -95,16 +98,16 @@ def test_sweep_re_marks_rows_with_neither_mark_nor_prediction(repo):
                                   "batch_id": "legacy", "source": "old"}).inserted_id  # a row written without a mark
 
     assert repo.sweep(limit=100).scanned == 0  # rows younger than the grace period may still be mid-insert
-    result = repo.sweep(limit=100, now=LATER)
+    result = repo.sweep(limit=100, now=later())
     assert (result.scanned, result.remarked) == (4, 2)
     assert marks(repo) == {ids[1], ids[2], orphan}
     assert repo.pending_col.find_one({"_id": orphan})["batch_id"] == "legacy"
-    assert repo.sweep(limit=100, now=LATER) == result.__class__(0, 0)  # behind the watermark: not scanned again
+    assert repo.sweep(limit=100, now=later()) == result.__class__(0, 0)  # behind the watermark: not scanned again
 
 
 def test_sweep_walks_the_collection_in_bounded_slices(repo):
     ids = insert(repo, 5, pending=False)  # none marked, none predicted
-    seen = [repo.sweep(limit=2, now=LATER) for _ in range(4)]
+    seen = [repo.sweep(limit=2, now=later()) for _ in range(4)]
     assert [(s.scanned, s.remarked) for s in seen] == [(2, 2), (2, 2), (1, 1), (0, 0)]
     assert marks(repo) == set(ids)
     assert {row["_id"] for row in repo.pending(limit=10)} == set(ids)  # the backfill sends them
@@ -147,7 +150,7 @@ def test_a_crash_between_the_two_inserts_leaves_marks_never_a_row_without_one(re
     repo.col = repo.col._col
     assert repo.col.count_documents({}) == 0 and len(marks(repo)) == 3  # marks went first
     assert repo.pending(limit=10) == []  # the backfill skips marks without rows ...
-    repo.pending(limit=10, now=LATER)
+    repo.pending(limit=10, now=later())
     assert marks(repo) == set()  # ... and deletes them once they are older than the grace period
 
 
