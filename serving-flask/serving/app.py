@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from flask import Flask
@@ -12,6 +11,7 @@ from mlstack_core.appkit import add_readiness_check, create_base_app
 from mlstack_core.jobs import LeaderElector
 from mlstack_core.lifecycle import on_shutdown
 from mlstack_core.predictions import PredictionsRepository
+from mlstack_core.registry_calls import configure_http
 from mlstack_core.rows import RowsRepository
 from mlstack_core.settings import load_settings
 from serving import metrics, routes
@@ -23,14 +23,12 @@ from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
-# A down registry must not hang a worker: MLflow's client defaults are 120 s and 7 retries.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 
 
 def create_app(test_config: dict[str, Any] | None = None, *, registry: Any = None) -> Flask:
     """Build the serving app; tests pass settings as test_config and may pass a registry stand-in."""
     settings = load_settings(ServingSettings, test_config)
+    configure_http(settings.registry_request_seconds)
     app = create_base_app(__name__, settings, max_body_bytes=8 * 1024 * 1024)
     mongo = app.extensions["mongo"]
     # Shutdown callbacks run newest first: the client closes after the writer's final flush.

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field
 
-from mlstack_core.settings import DataPathSettings
+from mlstack_core.settings import DataPathSettings, RegistryClientSettings
 
 
-class ServingSettings(DataPathSettings):
+class ServingSettings(DataPathSettings, RegistryClientSettings):
     """Serving: where the registry is, which model and alias to serve, how predictions are stored."""
 
     service_name: str = "serving"
-    mlflow_tracking_uri: str = Field("http://mlflow:5000", validation_alias=AliasChoices("MLFLOW_TRACKING_URI"))
     model_name: str = Field("sk-learn-linear-reg-model", min_length=1, validation_alias=AliasChoices("MODEL_NAME"))
     model_alias: str = Field("champion", min_length=1, validation_alias=AliasChoices("MODEL_ALIAS"))
     # Every worker asks the registry this often which version holds the alias; this bounds how long a

@@ -416,3 +416,38 @@ def test_bootstrap_trains_at_start_then_manual_runs_are_asynchronous(make_app, l
     finally:
         runner.stop()
         thread.join(timeout=10)
+
+
+def test_model_status_is_answered_from_the_last_read_while_mlflow_is_frozen(make_app, mlflow_server) -> None:
+    from devstack.faults import paused
+
+    app = make_app(registry_cache_seconds=0, registry_request_seconds=1)
+    client = app.test_client()
+    assert run_job(app)["result"]["outcome"] == "promoted"
+    fresh = client.get("/model")
+    assert fresh.status_code == 200 and fresh.get_json()["stale"] is False
+    never_read = make_app(registry_cache_seconds=0, registry_request_seconds=1).test_client()
+
+    answers: dict[str, Any] = {}
+
+    def ask() -> None:
+        answers["cached"] = client.get("/model")
+        answers["never_read"] = never_read.get("/model")
+
+    with paused(mlflow_server, 0):
+        # MLflow's own client would retry a frozen server for half a minute; the budget ends the wait.
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        asking.join(timeout=30)
+        assert not asking.is_alive(), "GET /model waited on the frozen registry"
+    stale = answers["cached"]
+    assert stale.status_code == 200 and stale.get_json()["stale"] is True
+    assert stale.get_json()["aliases"] == fresh.get_json()["aliases"]
+    assert stale.get_json()["read_at"] == fresh.get_json()["read_at"]
+    refused = answers["never_read"]
+    assert refused.status_code == 503 and refused.get_json()["error_code"] == "REGISTRY_UNAVAILABLE"
+    assert mlflow_server.uri.split("://")[1] not in refused.get_json()["message"]
+    wait_until_fresh = time.monotonic() + 30
+    while client.get("/model").get_json().get("stale") and time.monotonic() < wait_until_fresh:
+        time.sleep(0.5)
+    assert client.get("/model").get_json()["stale"] is False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -12,6 +11,7 @@ from mlstack_core.appkit import add_readiness_check, create_base_app
 from mlstack_core.job_routes import install_job
 from mlstack_core.jobs import IntervalSpec, JobDefinition, JobService, RunContext
 from mlstack_core.lifecycle import on_shutdown
+from mlstack_core.registry_calls import configure_http
 from mlstack_core.settings import load_settings
 from training import routes
 from training.abandoned import fail_abandoned_mlflow_runs
@@ -20,16 +20,13 @@ from training.registry import ModelRegistry
 from training.services import TrainingService
 from training.settings import TrainingSettings
 
-# A down registry must not hang a run: MLflow's client defaults are 120 s and 7 retries per request.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-
 JOB_NAME = "training"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the training app; training runs in the scheduler process, once across replicas (mlstack_core.jobs)."""
     settings = load_settings(TrainingSettings, test_config)
+    configure_http(settings.registry_request_seconds)
     app = create_base_app(__name__, settings)
     mongo = app.extensions["mongo"]
     on_shutdown(mongo.close)

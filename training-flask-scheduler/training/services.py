@@ -21,6 +21,7 @@ from mlstack_core.errors import ApiError
 from mlstack_core.jobs import JobService
 from mlstack_core.locks import LeaseKeeper, MongoLease
 from mlstack_core.mongo import MongoProvider
+from mlstack_core.registry_calls import CachedRead, RegistryUnavailable
 from mlstack_core.rows import RowsRepository
 from training import metrics
 from training.data import SOURCE_GENERATED, SOURCE_MONGODB, TrainingData, load_training_data
@@ -95,6 +96,12 @@ class TrainingService:
         self.nudger = nudger
         self.rule = PromotionRule(
             settings.promotion_metric, settings.promotion_min_improvement, settings.promotion_improvement_mode
+        )
+        # GET /model is read by dashboards and people: answered from the last read for a few seconds, and
+        # from an older one (marked stale) while the registry does not answer within the request budget.
+        self._status = CachedRead(
+            self._read_status, ttl_seconds=settings.registry_cache_seconds,
+            budget_seconds=settings.registry_request_seconds, step="read the model's aliases",
         )
 
     def _promotions(self) -> PromotionsRepository:
@@ -322,6 +329,7 @@ class TrainingService:
             "decided_at": now(),
             "job_run_id": request_id,
         }
+        self._status.invalidate()
         stored = self._record(previous, record)
         metrics.PROMOTIONS.labels(ROLLBACK).inc()
         self._champion_gauges_from_tags(restored)
@@ -347,14 +355,16 @@ class TrainingService:
         return self._promotions().latest(n)
 
     def model_status(self) -> dict[str, Any]:
-        """Which versions hold the aliases, with their recorded decision."""
+        """Which versions hold the aliases, with their recorded decision; ``stale`` when the registry is down."""
         try:
-            aliases = self.registry.aliases()
-            versions = {alias: self.registry.version_for_alias(alias) for alias in aliases}
-        except Exception as exc:
-            raise ApiError(
-                503, "REGISTRY_UNAVAILABLE", f"The model registry is not reachable ({type(exc).__name__})."
-            ) from exc
+            cached = self._status.get()
+        except RegistryUnavailable as exc:
+            raise ApiError(503, "REGISTRY_UNAVAILABLE", f"{str(exc).capitalize()}; retry later.") from exc
+        return cached.value | {"read_at": cached.read_at.isoformat(), "stale": cached.stale}
+
+    def _read_status(self) -> dict[str, Any]:
+        aliases = self.registry.aliases()
+        versions = {alias: self.registry.version_for_alias(alias) for alias in aliases}
         return {
             "model_name": self.registry.model_name,
             "aliases": {

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 
-from mlstack_core.settings import BaseServiceSettings
+from mlstack_core.settings import BaseServiceSettings, RegistryClientSettings
 
 
-class TrainingSettings(BaseServiceSettings):
+class TrainingSettings(BaseServiceSettings, RegistryClientSettings):
     """Training: schedule, data, model hyper-parameters, registry, promotion rule, retention, serving nudge."""
 
     service_name: str = "training"
@@ -43,7 +43,6 @@ class TrainingSettings(BaseServiceSettings):
     seed: int = Field(42, ge=0, le=2**32 - 1, validation_alias=AliasChoices("TRAINING_SEED"))
 
     # Registry
-    mlflow_tracking_uri: str = Field("http://mlflow:5000", validation_alias=AliasChoices("MLFLOW_TRACKING_URI"))
     mlflow_experiment_name: str = Field(
         "wine-quality", min_length=1, validation_alias=AliasChoices("MLFLOW_EXPERIMENT_NAME")
     )

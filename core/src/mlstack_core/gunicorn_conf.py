@@ -40,6 +40,13 @@ def on_starting(server) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
+def post_fork(server, worker) -> None:
+    """In a new worker, before it loads the app: its registry calls get the request budget (registry_calls)."""
+    from mlstack_core.registry_calls import mark_request_worker
+
+    mark_request_worker()
+
+
 def child_exit(server, worker) -> None:
     """Drop a dead worker's live gauges from the merged view."""
     from prometheus_client import multiprocess

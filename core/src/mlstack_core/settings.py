@@ -123,6 +123,19 @@ class DataPathSettings(BaseServiceSettings):
         return _strong_secret(value)
 
 
+class RegistryClientSettings(BaseSettings):
+    """What a service that talks to the model registry (MLflow) needs: where it is, how long a call may take."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    mlflow_tracking_uri: str = Field("http://mlflow:5000", validation_alias=_env("MLFLOW_TRACKING_URI"))
+    # A request worker's MLflow calls: this long each, no retry; a read for a client gives up after it (see
+    # mlstack_core.registry_calls). Keep it well below Nginx's and Gunicorn's timeouts (30 s, 60 s).
+    registry_request_seconds: float = Field(3.0, gt=0, le=20, validation_alias=_env("REGISTRY_REQUEST_SECONDS"))
+    # How long a worker answers registry reads (e.g. GET /model on training) from its last answer.
+    registry_cache_seconds: float = Field(5.0, ge=0, le=3600, validation_alias=_env("REGISTRY_CACHE_SECONDS"))
+
+
 S = TypeVar("S", bound=BaseServiceSettings)
 
 # Field name -> the environment variable people should set, for error messages.
