@@ -451,3 +451,56 @@ def test_model_status_is_answered_from_the_last_read_while_mlflow_is_frozen(make
     while client.get("/model").get_json().get("stale") and time.monotonic() < wait_until_fresh:
         time.sleep(0.5)
     assert client.get("/model").get_json()["stale"] is False
+
+
+def test_a_model_on_generated_rows_does_not_replace_a_champion_on_database_rows(make_app, labelled_rows) -> None:
+    v1 = run_job(make_app())["result"]["model_version"]  # trained on the labelled database rows
+    offline = {"mongo_uri": "mongodb://127.0.0.1:1/", "mongo_timeout_ms": 300, "fallback_rows": 600}
+
+    def run_without_mongodb(app) -> dict[str, Any]:
+        job = app.extensions["job_service"].job
+        run_id = uuid.uuid4().hex
+        return job.func(RunContext(run_id=run_id, job=job.name, trigger="schedule", request_id=run_id, epoch=1))
+
+    refused = run_without_mongodb(make_app(**offline, alpha=0.0001))
+    assert refused["data"]["source"] == "generated" and refused["outcome"] == "rejected"
+    assert "trained on generated rows" in refused["promotion"]["reason"]
+    assert aliases(make_app())["champion"] == v1
+
+    allowed = run_without_mongodb(make_app(**offline, promotion_allow_generated_over_real=True))
+    assert "generated rows" not in allowed["promotion"]["reason"]  # compared by the metric instead
+    assert "improvement" in allowed["promotion"]["reason"]
+
+
+def test_an_unscorable_champion_is_kept_unless_its_files_are_gone(
+    make_app, labelled_rows, s3_server, mlflow_server, monkeypatch
+) -> None:
+    app = make_app(alpha=50.0)  # a weak champion: any later model beats it on the metric
+    v1 = run_job(app)["result"]["model_version"]
+    registry = app.extensions["training"].registry
+    real_load = type(registry).load
+
+    def load_with_the_store_down(self, version: str):
+        s3_server.stop()  # after the challenger's files were uploaded, before the champion is read
+        return real_load(self, version)
+
+    monkeypatch.setattr(type(registry), "load", load_with_the_store_down)
+    try:
+        record = run_job(make_app(alpha=0.01))
+    finally:
+        s3_server.start()
+    monkeypatch.setattr(type(registry), "load", real_load)
+    assert record["status"] == "succeeded", record["error"]
+    kept = record["result"]
+    assert kept["outcome"] == "rejected" and "files are not known to be gone" in kept["promotion"]["reason"]
+    assert aliases(app)["champion"] == v1
+
+    # The champion's files deleted from the bucket: definitively gone, so the next better model replaces it.
+    keys = s3_keys(s3_server, mlflow_server, registry.artifact_uri(v1))
+    assert keys
+    s3 = s3_server.client()
+    for key in keys:
+        s3.delete_object(Bucket=mlflow_server.bucket, Key=key)
+    replaced = run_job(make_app(alpha=0.01))["result"]
+    assert replaced["outcome"] == "promoted" and "files are gone" in replaced["promotion"]["reason"]
+    assert aliases(app)["champion"] == replaced["model_version"]

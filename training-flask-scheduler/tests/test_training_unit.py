@@ -64,10 +64,39 @@ def test_no_champion_promotes() -> None:
     assert "no champion" in decision.reason
 
 
-def test_unscorable_champion_is_replaced() -> None:
-    decision = decide(PromotionRule(), _m(), None, champion_version="2", champion_error="OSError: gone")
-    assert decision.promote
-    assert "could not be scored" in decision.reason and "OSError" in decision.reason
+def test_an_unscorable_champion_is_replaced_only_when_its_files_are_gone() -> None:
+    error = "loading it failed: ConnectionError"
+    kept = decide(PromotionRule(), _m(), None, champion_version="2", champion_error=error)
+    assert not kept.promote
+    assert "could not be scored" in kept.reason and "ConnectionError" in kept.reason and "kept" in kept.reason
+    replaced = decide(PromotionRule(), _m(), None, champion_version="2", champion_error=error, champion_gone=True)
+    assert replaced.promote and "files are gone" in replaced.reason
+
+
+@pytest.mark.parametrize(
+    ("challenger_source", "champion_source", "allowed", "promote"),
+    [
+        ("generated", "mongodb", False, False),
+        ("generated", None, False, False),  # unknown source: treated as database rows
+        ("generated", "generated", False, True),
+        ("mongodb", "generated", False, True),
+        ("mongodb", "mongodb", False, True),
+        ("generated", "mongodb", True, True),
+    ],
+)
+def test_generated_rows_never_replace_database_rows_unless_allowed(
+    challenger_source: str, champion_source: str | None, allowed: bool, promote: bool
+) -> None:
+    rule = PromotionRule(allow_generated_over_real=allowed)
+    decision = decide(rule, _m(mae=0.1), _m(mae=0.9), champion_version="4",
+                      challenger_source=challenger_source, champion_source=champion_source)
+    assert decision.promote is promote
+    if not promote:
+        assert "generated rows" in decision.reason and "PROMOTION_ALLOW_GENERATED_OVER_REAL" in decision.reason
+    # the rule applies before the files check: a gone champion trained on database rows is not replaced either
+    gone = decide(rule, _m(), None, champion_version="4", champion_gone=True,
+                  challenger_source=challenger_source, champion_source=champion_source)
+    assert gone.promote is promote
 
 
 def test_non_finite_challenger_is_rejected() -> None:
@@ -81,7 +110,10 @@ def test_relative_rule_with_a_zero_champion() -> None:
 
 
 def test_rule_describes_itself() -> None:
-    assert PromotionRule("mae").describe() == "mae (lower is better) must improve by more than 0"
+    assert PromotionRule("mae").describe().startswith("mae (lower is better) must improve by more than 0; ")
+    assert PromotionRule("mae", allow_generated_over_real=True).describe() == (
+        "mae (lower is better) must improve by more than 0"
+    )
     assert "higher is better" in PromotionRule("r2", 0.1, "relative").describe()
     assert "relative" in PromotionRule("r2", 0.1, "relative").describe()
 

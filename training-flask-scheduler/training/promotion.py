@@ -5,6 +5,12 @@ PROMOTION_METRIC by MORE than PROMOTION_MIN_IMPROVEMENT. The improvement is meas
 direction (lower is better for mae and rmse, higher for r2), either in the metric's units ("absolute") or as a
 fraction of the champion's value ("relative"). With the default margin 0 the challenger must be strictly better:
 a tie keeps the champion, so retraining on unchanged data does not churn versions or reload serving.
+
+Two safety rules come first. A challenger trained on generated rows (MongoDB down or too few rows) never
+replaces a champion trained on database rows, or one whose data source is unknown, unless
+PROMOTION_ALLOW_GENERATED_OVER_REAL is set. A champion that cannot be scored is replaced only when its files are
+definitively gone (the registry lists no MLmodel for it); any other failure (registry or artifact store down,
+a load error) keeps it, because a passing outage must not decide who serves.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from mlstack_core.mongo import public_doc
+from training.data import SOURCE_GENERATED
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,7 @@ class PromotionRule:
     metric: Literal["mae", "rmse", "r2"] = "mae"
     min_improvement: float = 0.0
     mode: Literal["absolute", "relative"] = "absolute"
+    allow_generated_over_real: bool = False
 
     def improvement(self, challenger: float, champion: float) -> float:
         """How much better the challenger is (positive: better), in metric units or relative to the champion."""
@@ -50,7 +58,10 @@ class PromotionRule:
         """The rule in words, for reasons and the README."""
         direction = "lower" if LOWER_IS_BETTER[self.metric] else "higher"
         unit = "" if self.mode == "absolute" else " (relative to the champion)"
-        return f"{self.metric} ({direction} is better) must improve by more than {self.min_improvement:g}{unit}"
+        rule = f"{self.metric} ({direction} is better) must improve by more than {self.min_improvement:g}{unit}"
+        if not self.allow_generated_over_real:
+            rule += "; a model trained on generated rows never replaces one trained on database rows"
+        return rule
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,9 @@ def decide(
     *,
     champion_version: str | None = None,
     champion_error: str | None = None,
+    champion_gone: bool = False,
+    challenger_source: str | None = None,
+    champion_source: str | None = None,
 ) -> Decision:
     """Apply the rule to the challenger's and the champion's metrics on the same holdout rows."""
     metric = rule.metric
@@ -77,11 +91,23 @@ def decide(
         return Decision(False, f"challenger {metric} is not a finite number ({value}); champion kept")
     if champion_version is None:
         return Decision(True, "no champion yet: the first model becomes champion")
-    if champion is None:
-        # Serving cannot load an unscorable champion either; it stays as previous_champion for a rollback.
+    generated_over_real = challenger_source == SOURCE_GENERATED and champion_source != SOURCE_GENERATED
+    if generated_over_real and not rule.allow_generated_over_real:
+        trained_on = "database rows" if champion_source else "rows of unknown source"
         return Decision(
-            True, f"champion version {champion_version} could not be scored on this holdout ({champion_error}); "
-            "replaced by the challenger",
+            False, f"challenger trained on generated rows; champion version {champion_version} trained on "
+            f"{trained_on} is kept (PROMOTION_ALLOW_GENERATED_OVER_REAL is off)",
+        )
+    if champion is None:
+        if champion_gone:
+            # Serving cannot load it either; the version stays as previous_champion for the record.
+            return Decision(
+                True, f"champion version {champion_version}'s model files are gone from the artifact store; "
+                "replaced by the challenger",
+            )
+        return Decision(
+            False, f"champion version {champion_version} could not be scored on this holdout ({champion_error}) "
+            "but its files are not known to be gone; champion kept",
         )
     gain = rule.improvement(value, champion[metric])
     comparison = (

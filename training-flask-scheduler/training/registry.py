@@ -218,6 +218,35 @@ class ModelRegistry:
         return uri
 
 
+    # ------------------------------------------------------------------ promotion safety
+
+    def files_gone(self, version: str) -> bool:
+        """True only when the registry says the version's model files are not there (no MLmodel where they were).
+
+        Raises whatever the registry or the artifact store raise: an error is never taken for "gone".
+        """
+        from mlflow.exceptions import MlflowException
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        try:
+            uri = self.artifact_uri(version)
+        except MlflowException as exc:
+            if exc.error_code in _MISSING:
+                return True
+            raise
+        repo = get_artifact_repository(uri, tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return not any(item.path.rsplit("/", 1)[-1] == "MLmodel" for item in repo.list_artifacts())
+
+    def data_source(self, version: Version) -> str | None:
+        """Which rows a version was trained on (its run's ``data.source`` tag), None when that is unknown."""
+        if not version.run_id:
+            return None
+        try:
+            return self._client.get_run(version.run_id).data.tags.get("data.source")
+        except Exception as exc:
+            logger.warning("data source of version %s unknown: %s", version.version, exc)
+            return None
+
 def _check_deletable(uri: str) -> None:
     # The server deletes everything under the path it is given: refuse anything that is not a model's own folder
     # behind the tracking server (other schemes would need storage credentials this service does not have).

@@ -95,7 +95,8 @@ class TrainingService:
         self.mongo = mongo
         self.nudger = nudger
         self.rule = PromotionRule(
-            settings.promotion_metric, settings.promotion_min_improvement, settings.promotion_improvement_mode
+            settings.promotion_metric, settings.promotion_min_improvement, settings.promotion_improvement_mode,
+            allow_generated_over_real=settings.promotion_allow_generated_over_real,
         )
         # GET /model is read by dashboards and people: answered from the last read for a few seconds, and
         # from an older one (marked stale) while the registry does not answer within the request budget.
@@ -176,10 +177,12 @@ class TrainingService:
             metrics.MODEL_METRIC.labels(CHALLENGER, name).set(value)
 
         champion = self._registry_step("find the champion", lambda: self.registry.version_for_alias(CHAMPION))
-        champion_metrics, champion_error = self._score_champion(champion, split)
+        champion_metrics, champion_error, champion_gone = self._score_champion(champion, split)
         decision = decide(
             self.rule, challenger_metrics, champion_metrics,
             champion_version=champion.version if champion else None, champion_error=champion_error,
+            champion_gone=champion_gone, challenger_source=data.source,
+            champion_source=self.registry.data_source(champion) if champion else None,
         )
         record: dict[str, Any] = {
             "outcome": PROMOTED if decision.promote else REJECTED,
@@ -259,16 +262,22 @@ class TrainingService:
 
     def _score_champion(
         self, champion: Version | None, split: Split
-    ) -> tuple[dict[str, float] | None, str | None]:
+    ) -> tuple[dict[str, float] | None, str | None, bool]:
+        """(metrics, why not scored, files definitively gone) of the champion on this run's holdout."""
         if champion is None:
-            return None, None
+            return None, None, False
         try:
             model = self.registry.load(champion.version)
-            return evaluate(model, split.x_holdout, split.y_holdout), None
+            return evaluate(model, split.x_holdout, split.y_holdout), None, False
         except Exception as exc:
-            # If the registry itself is down, the alias change below fails as well and nothing is promoted.
             logger.warning("champion version %s could not be scored: %s", champion.version, exc)
-            return None, f"{type(exc).__name__}: {exc}"
+            error = f"loading it failed: {type(exc).__name__}"
+        try:
+            gone = self.registry.files_gone(champion.version)
+        except Exception as exc:
+            logger.warning("whether champion version %s's files are gone is unknown: %s", champion.version, exc)
+            gone = False
+        return None, error, gone
 
     def _promote(self, new: str, old: str | None) -> None:
         """champion -> new, previous_champion -> old; on failure previous_champion is put back."""
@@ -411,7 +420,7 @@ class TrainingService:
             except Exception as exc:
                 metrics.RETENTION_FAILURES.inc()
                 logger.warning("retention could not delete version %s: %s", version.version, exc)
-                errors.append(f"version {version.version}: {type(exc).__name__}: {exc}")
+                errors.append(f"version {version.version}: {type(exc).__name__}")  # the log has the details
                 continue
             metrics.VERSIONS_DELETED.inc()
             logger.info("retention deleted version %s and its files at %s", version.version, uri)

@@ -56,6 +56,11 @@ class TrainingSettings(BaseServiceSettings, RegistryClientSettings):
     promotion_improvement_mode: Literal["absolute", "relative"] = Field(
         "absolute", validation_alias=AliasChoices("PROMOTION_IMPROVEMENT_MODE")
     )
+    # Off: a challenger trained on generated rows (MongoDB down or too few rows) never replaces a champion trained
+    # on database rows. On: it is compared by the metric like any other.
+    promotion_allow_generated_over_real: bool = Field(
+        False, validation_alias=AliasChoices("PROMOTION_ALLOW_GENERATED_OVER_REAL")
+    )
     promotions_collection: str = Field(
         "promotions", min_length=1, validation_alias=AliasChoices("PROMOTIONS_COLLECTION")
     )
