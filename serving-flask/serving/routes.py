@@ -1,4 +1,4 @@
-"""HTTP endpoints of the serving service (new ones and the original template's aliases)."""
+"""HTTP endpoints of the serving service; the original template's paths and shapes are in serving.legacy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from mlstack_core.appkit import get_mongo, get_settings
 from mlstack_core.auth import is_service_caller, require_admin, require_service_caller
-from mlstack_core.data.generator import FEATURES, generate_frame
+from mlstack_core.data.generator import FEATURES
 from mlstack_core.errors import ApiError
 from mlstack_core.predictions import PredictionsRepository
 from mlstack_core.rows import RowsRepository
@@ -19,11 +19,11 @@ bp = Blueprint("serving", __name__)
 MAX_LATEST = 1000
 
 
-def _store() -> ModelStore:
+def model_store() -> ModelStore:
     return current_app.extensions["model_store"]
 
 
-def _repo() -> RowsRepository:
+def rows_repository() -> RowsRepository:
     settings = get_settings()
     return RowsRepository(get_mongo().db()[settings.mongo_collection], predictions=settings.predictions_collection)
 
@@ -35,7 +35,8 @@ def _predictions() -> PredictionsRepository:
     )
 
 
-def _predict(payload):
+def predict_payload(payload):
+    """Predict a request body as /predict does (the legacy routes share it)."""
     # Row ids decide which stored prediction a row of the ETL gets: only the ETL's service token may send them.
     if isinstance(payload, dict) and "ids" in payload:
         require_service_caller("Row ids")
@@ -43,12 +44,13 @@ def _predict(payload):
     else:
         service = is_service_caller()
     return services.predict(
-        payload, store=_store(), writer=current_app.extensions.get("prediction_writer"), predictions=_predictions,
+        payload, store=model_store(), writer=current_app.extensions.get("prediction_writer"), predictions=_predictions,
         service_caller=service, request_id=g.request_id,
     )
 
 
-def _json():
+def request_json():
+    """The request's JSON body."""
     # JsonRequest answers a body that is not JSON, too deep or invalid with its own 4xx.
     return request.get_json()
 
@@ -58,7 +60,7 @@ def index():
     """What this service is and its endpoints."""
     return jsonify(
         service="serving",
-        model=_store().model.info() if _store().model else None,
+        model=model_store().model.info() if model_store().model else None,
         endpoints={
             "POST /predict": "one row object, a list of rows, {rows: [...]}, dataframe_records or dataframe_split "
                              "(ids: ETL service token only)",
@@ -77,7 +79,7 @@ def index():
 @bp.post("/predict")
 def predict():
     """Predict one row or a batch; the answer names the model version that made it."""
-    result = _predict(_json())
+    result = predict_payload(request_json())
     body = {"model": result.model.info(), "request_id": g.request_id}
     if result.single:
         body["prediction"] = float(result.values[0])
@@ -88,23 +90,10 @@ def predict():
     return jsonify(body)
 
 
-@bp.post("/predictDummy/")
-def predict_dummy():
-    """The original template's one-row prediction: {"modelInfo", "result"}."""
-    payload = _json()
-    if not isinstance(payload, dict) or {"rows", "dataframe_records", "dataframe_split"} & set(payload):
-        raise ApiError(400, "INVALID_BODY", "/predictDummy/ takes one row object; use /predict for batches.")
-    result = _predict(payload)
-    info = result.model.info()
-    return jsonify(modelInfo=f"{info['name']} version {info['version']} ({info['alias']})",
-                   result=float(result.values[0]), model=info)
-
-
 @bp.get("/model")
-@bp.get("/getModelInfo/")
 def model_info():
     """The model this worker serves, and when it last checked the registry."""
-    store = _store()
+    store = model_store()
     return jsonify(
         model=store.model.info() if store.model else None,
         alias=store.alias,
@@ -116,11 +105,10 @@ def model_info():
 
 
 @bp.post("/model/reload")
-@bp.get("/loadModel/")
 @require_admin
 def reload_model():
     """Reload the champion in this worker now and make every other worker check within a second."""
-    store = _store()
+    store = model_store()
     changed = store.refresh()
     store.nudge_all_workers()
     if store.model is None:
@@ -129,27 +117,14 @@ def reload_model():
 
 
 @bp.get("/data/latest")
-@bp.get("/getLatestData/")
 def latest_data():
     """The newest rows (default 10, at most 1000) with their predictions."""
     n = bounded_int(request.args.get("n"), name="n", default=10, low=1, high=MAX_LATEST)
-    return jsonify(rows=services.latest_rows(_repo(), n))
+    return jsonify(rows=services.latest_rows(rows_repository(), n))
 
 
 @bp.get("/data/count")
-@bp.get("/getLengthData/")
 def data_count():
     """Number of rows stored, and how many still wait for a prediction."""
-    repo = _repo()
+    repo = rows_repository()
     return jsonify(count=repo.count(), pending=repo.count_pending())
-
-
-@bp.get("/predictTestMLFlow/")
-def predict_test():
-    """Predict freshly generated rows (with known quality) and report the mean absolute error."""
-    frame = generate_frame(20, seed=1234)
-    model = services.served_model(_store())
-    predictions = model.predict(frame[list(FEATURES)].to_numpy())
-    mae = float(abs(predictions - frame["quality"].to_numpy()).mean())
-    return jsonify(model=model.info(), rows=len(frame), mae=mae, predictions=predictions.tolist(),
-                   quality=frame["quality"].tolist())

@@ -658,10 +658,10 @@ def test_closed_loop_through_the_published_nginx_ports(
 
     # Serving stores predictions off the request path (a writer flushes every 0.5 s): wait for it, bounded.
     def latest_predicted() -> dict[str, Any] | None:
-        row = requests.get(f"{serving}/getLatestData/?n=1", timeout=HTTP_TIMEOUT).json()["rows"][0]
+        row = requests.get(f"{serving}/data/latest?n=1", timeout=HTTP_TIMEOUT).json()["rows"][0]
         return row if row.get("model_version") is not None else None
 
-    latest = wait_until(latest_predicted, 20, "the ETL row's stored prediction in /getLatestData/", interval=0.5)
+    latest = wait_until(latest_predicted, 20, "the ETL row's stored prediction in /data/latest", interval=0.5)
     assert latest["batch_id"] == record["run_id"], latest
     assert latest["model_version"] == champion and isinstance(latest["prediction"], float), latest
 

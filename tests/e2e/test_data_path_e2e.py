@@ -12,6 +12,7 @@ prediction, no row lacks both.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import uuid
 
@@ -141,10 +142,33 @@ def test_etl_run_stores_predicts_and_reads_back_through_nginx(stack, admin, db, 
     assert stored["request_id"] == "e2e-run-1"  # Nginx -> ETL -> serving
     assert stored["quality"] == row["quality"]  # the ground truth travels along for live error monitoring
 
-    latest = requests.get(f"{stack.urls['serving']}/getLatestData/?n=1", timeout=TIMEOUT).json()["rows"][0]
+    latest = requests.get(f"{stack.urls['serving']}/data/latest?n=1", timeout=TIMEOUT).json()["rows"][0]
     assert latest["id"] == str(row["_id"]) and latest["model_version"] == champion
     assert latest["prediction_status"] == "done" and latest["prediction"] == pytest.approx(stored["prediction"])
     assert requests.get(f"{stack.urls['serving']}/getLengthData/", timeout=TIMEOUT).json()["count"] == before + 1
+
+
+def test_the_original_templates_response_shapes(stack, champion):
+    serving = stack.urls["serving"]
+    count = requests.get(f"{serving}/data/count", timeout=TIMEOUT).json()["count"]
+    length = requests.get(f"{serving}/getLengthData/", timeout=TIMEOUT).json()
+    assert length["lengthData"] == count and isinstance(length["lengthData"], int)
+
+    # The newest 5 rows keyed by position in the collection, as the original's DataFrame.to_dict("index").
+    latest = requests.get(f"{serving}/getLatestData/", timeout=TIMEOUT).json()
+    positions = sorted(int(key) for key in latest)
+    assert positions == list(range(count - 5, count))
+    newest = requests.get(f"{serving}/data/latest?n=1", timeout=TIMEOUT).json()["rows"][0]
+    assert latest[str(count - 1)] == newest and set(FEATURES) <= set(newest)
+
+    tested = requests.get(f"{serving}/predictTestMLFlow/", timeout=TIMEOUT).json()
+    assert f"version {champion}" in tested["modelInfo"]
+    assert isinstance(tested["result"], str)
+    assert json.loads(tested["result"]) == pytest.approx(tested["predictions"]) and len(tested["predictions"]) == 20
+
+    row = {name: float(value) for name, value in generate_frame(1, seed=3)[list(FEATURES)].iloc[0].items()}
+    dummy = requests.post(f"{serving}/predictDummy/", json=row, timeout=TIMEOUT).json()
+    assert f"version {champion}" in dummy["modelInfo"] and isinstance(dummy["result"], float)
 
 
 def test_ingest_through_nginx_predicts_and_rejects_bad_rows(stack, admin, db, champion):
