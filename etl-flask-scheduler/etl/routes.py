@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from etl import services
 from mlstack_core.appkit import get_mongo, get_settings
 from mlstack_core.auth import require_admin
+from mlstack_core.csv_rows import parse_csv
 from mlstack_core.errors import ApiError
 from mlstack_core.rows import RowsRepository
 from mlstack_core.validation import extract_rows
@@ -48,9 +49,9 @@ def ingest():
         upload = request.files.get("file")
         if upload is None:
             raise ApiError(400, "NO_FILE", "The multipart upload has no 'file' field; send the CSV as 'file'.")
-        rows = services.parse_csv(upload.read(), max_rows=settings.max_ingest_rows)
+        rows = parse_csv(upload.read(), max_rows=settings.max_ingest_rows)
     elif request.mimetype == "text/csv":
-        rows = services.parse_csv(request.get_data(), max_rows=settings.max_ingest_rows)
+        rows = parse_csv(request.get_data(), max_rows=settings.max_ingest_rows)
     elif request.is_json:
         rows, _ = extract_rows(request.get_json())
     else:

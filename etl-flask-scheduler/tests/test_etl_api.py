@@ -2,7 +2,7 @@
 
 import pytest
 
-from etl.services import parse_csv
+from mlstack_core.csv_rows import parse_csv
 from mlstack_core.data.generator import FEATURES, generate_frame
 from mlstack_core.errors import ApiError
 

@@ -14,7 +14,7 @@ from mlstack_core.predictions import PredictionsRepository
 from mlstack_core.registry_calls import configure_http
 from mlstack_core.rows import RowsRepository
 from mlstack_core.settings import load_settings
-from serving import legacy, metrics, routes
+from serving import legacy, metrics, routes, scoring
 from serving.model_store import ModelStore, RegistryClient
 from serving.prediction_writer import PredictionWriter
 from serving.quality import QualityMonitor
@@ -72,6 +72,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, registry: Any = Non
     seed_in_background(mongo, settings.mongo_collection, settings.seed_rows)
     app.register_blueprint(routes.bp)
     app.register_blueprint(legacy.bp)
+    app.register_blueprint(scoring.bp)
     return app
 
 

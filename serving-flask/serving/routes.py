@@ -70,6 +70,7 @@ def index():
             "GET /data/latest?n=10, GET /getLatestData/": "newest rows with their predictions",
             "GET /data/count, GET /getLengthData/": "number of rows",
             "GET /predictTestMLFlow/": "predict generated test rows and report the error",
+            "POST /invocations, GET /ping, GET /version": "MLflow's scoring protocol (as mlflow models serve)",
             "GET /health, GET /ready, GET /metrics": "probes and Prometheus metrics",
         },
         features=list(FEATURES),
