@@ -63,4 +63,4 @@ def _cell(value: str) -> Any:
 
 
 def _csv_error(message: str) -> ApiError:
-    return ApiError(400, "INVALID_CSV", f"{message}; nothing was done with it.")
+    return ApiError(400, "INVALID_CSV", f"{message}; nothing was stored.")
