@@ -43,7 +43,7 @@ from devstack.faults import (
 )
 from devstack.invariants import InvariantChecker
 from devstack.polling import wait_until
-from devstack.stack import MODEL_ALIAS, MODEL_NAME, NativeStack
+from devstack.stack import MODEL_ALIAS, MODEL_NAME, NativeStack, worker_model_versions
 from mlstack_core.data.generator import FEATURES, generate_frame
 from mlstack_core.jobs.runs import ABANDONED_ERROR
 from mlstack_core.locks import MongoLease
@@ -144,13 +144,14 @@ def any_running(stack: NativeStack) -> bool:
 
 
 def wait_serving_champion(stack: NativeStack, timeout: float = 90) -> None:
-    """Every serving worker serves the registry's champion (each asked directly, through Gunicorn)."""
+    """Every live serving worker serves the registry's champion (per pid, from serving's merged /metrics)."""
     version = champion_version(stack)
+    app = stack.apps["serving"]
 
     def served() -> bool:
-        seen = [(requests.get(f"{stack.apps['serving'].url}/model", timeout=5).json().get("model") or {})
-                .get("version") for _ in range(8)]
-        return set(seen) == {version}
+        versions = worker_model_versions(requests.get(f"{app.url}/metrics", timeout=5).text)
+        workers = app.pids()
+        return bool(workers) and all(str(versions.get(pid)) == version for pid in workers)
 
     wait_until(served, timeout, f"every serving worker to serve version {version}", interval=0.5)
 
