@@ -17,7 +17,8 @@ ALL = ("serving", "storage", "memory", "reload", "shutdown", "ingest", "training
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("what", nargs="*", default=["all"],
-                        help=f"any of {', '.join(ALL)}, profile, report, all (default: all, then report)")
+                        help=f"any of {', '.join(ALL)}, soak (not part of all), report, all (default: all, then "
+                        "report)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of one load run (default 20)")
     parser.add_argument("--runs", type=int, default=3,
                         help="runs per variant and scenario, serving and ingest (default 3)")
@@ -30,6 +31,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-load", type=float, default=1.0,
                         help="wait for the 1-minute load average to drop below this before starting")
     parser.add_argument("--wait-load", type=float, default=600.0, help="wait at most this many seconds for it")
+    parser.add_argument("--soak-seconds", type=float, default=600.0, help="length of the soak (default 600)")
+    parser.add_argument("--fault-every", type=float, default=120.0, help="seconds between soak faults (default 120)")
     parser.add_argument("--tag", default="", help="a label stored with every figure of this invocation")
     return parser.parse_args(argv)
 
@@ -85,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             from bench import profile
 
             print(json.dumps(profile.run(threads=threads, seconds=min(args.seconds, 15), tag=args.tag), indent=1))
+        elif what == "soak":
+            from bench import soak
+
+            record = soak.run(seconds=args.soak_seconds, fault_every=args.fault_every, tag=args.tag)
+            print(json.dumps({k: v for k, v in record.items() if k not in ("samples", "machine")}, indent=1))
         else:
             raise SystemExit(f"unknown benchmark {what!r}")
     if wanted:

@@ -172,6 +172,7 @@ def render(path: Path = README) -> Path:
     out += _storage_section(_latest(records, "storage-layout"))
     out += _reload_section(_latest(records, "reload"))
     out += _shutdown_section(_latest(records, "shutdown"))
+    out += _soak_section(_latest(records, "soak"))
     out += _ingest_section(_latest(records, "ingest"))
     out += _training_section(_latest(records, "training"), _latest(records, "training-fill"))
     out += _memory_section(_latest(records, "memory"))
@@ -369,6 +370,31 @@ def _shutdown_section(shutdown: list[dict[str, Any]]) -> list[str]:
             f"{s['answered_200']:,}; predictions stored: {s['stored']:,} ({'equal' if s['equal'] else 'NOT equal'}); "
             f"other outcomes: {s['other_outcomes']}; master exited {s['master_exit_s']} s after the signal. "
             "tests/e2e/test_serving_shutdown.py asserts the same in the test suite.", ""]
+
+
+def _soak_section(soak: list[dict[str, Any]]) -> list[str]:
+    if not soak:
+        return []
+    s = soak[-1]
+    first, last = s["first_sample"], s["last_sample"]
+    rows = []
+    for name, value in last.items():
+        if isinstance(value, dict) and "rss_mib" in value and isinstance(first.get(name), dict):
+            before = first[name]
+            rows.append(f"| {name} | {before['rss_mib']} → {value['rss_mib']} | {before['open_files']} → "
+                        f"{value['open_files']} | {before['processes']} → {value['processes']} |")
+    runs = " · ".join(f"{job} {first.get('run_records', {}).get(job, '?')} → {n}"
+                      for job, n in last.get("run_records", {}).items())
+    faults = "; ".join(f"{f['at_s']} s {f['fault']}" + (f" (not injected: {f['error']})" if "error" in f else "")
+                       for f in s["faults"])
+    return ["## Soak: mixed load with faults", "",
+            f"`bench/run.sh soak --soak-seconds {s['seconds']:.0f} --fault-every {s['fault_every']:.0f}` "
+            f"({s['time'][:16]} UTC): one-row predictions every 20 ms, a 1,000-row batch every 5 s, ETL every "
+            f"20 s, training every 2 min. Faults: {faults}.", "",
+            f"Answers: {s['load']}. Settle run: {s['settle']}. "
+            f"Invariants: {'all hold' if s['invariants_ok'] else 'BROKEN'}: {s['invariants']}.", "",
+            "| process tree | RSS MiB first → last | open files | processes |", "| --- | --- | --- | --- |",
+            *rows, "", f"Run records: {runs}.", ""]
 
 
 def _storage_cost(records: list[dict[str, Any]]) -> dict[str, float]:
