@@ -7,18 +7,14 @@ to wait for the S3 server to come up).
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import time
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from oneshot import job_logger, missing, retry_until
 
-logger = logging.getLogger("create_bucket")
-
-RETRY_SECONDS = 2.0
 REQUIRED = ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
@@ -43,10 +39,9 @@ def ensure_bucket(client, bucket: str, region: str) -> bool:
 
 def main() -> int:
     """Wait (bounded) for the S3 server, then make sure the bucket exists; exit code 0 when it does."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
-    missing = [name for name in REQUIRED if not os.environ.get(name)]
-    if missing:
-        logger.error("missing environment variables: %s", ", ".join(missing))
+    logger = job_logger("create_bucket")
+    if absent := missing(REQUIRED):
+        logger.error("missing environment variables: %s", ", ".join(absent))
         return 2
     bucket = os.environ.get("MLFLOW_BUCKET", "mlflow")
     region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
@@ -57,19 +52,16 @@ def main() -> int:
         # Bounded calls: a dead endpoint costs seconds per attempt, and the loop below has a deadline.
         config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 1}),
     )
-    deadline = time.monotonic() + float(os.environ.get("CREATE_BUCKET_TIMEOUT_SECONDS", "60"))
-    while True:
-        try:
-            created = ensure_bucket(client, bucket, region)
-        except (BotoCoreError, ClientError) as exc:
-            if time.monotonic() >= deadline:
-                logger.error("bucket %r not available at %s: %s", bucket, os.environ["MLFLOW_S3_ENDPOINT_URL"], exc)
-                return 1
-            logger.info("S3 not ready yet (%s); retrying", type(exc).__name__)
-            time.sleep(RETRY_SECONDS)
-            continue
-        logger.info("bucket %r %s", bucket, "created" if created else "already exists")
-        return 0
+    try:
+        created = retry_until(
+            lambda: ensure_bucket(client, bucket, region), what="S3", retry_on=(BotoCoreError, ClientError),
+            timeout=float(os.environ.get("CREATE_BUCKET_TIMEOUT_SECONDS", "60")), logger=logger,
+        )
+    except (BotoCoreError, ClientError) as exc:
+        logger.error("bucket %r not available at %s: %s", bucket, os.environ["MLFLOW_S3_ENDPOINT_URL"], exc)
+        return 1
+    logger.info("bucket %r %s", bucket, "created" if created else "already exists")
+    return 0
 
 
 if __name__ == "__main__":

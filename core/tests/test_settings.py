@@ -68,3 +68,36 @@ def test_a_distinct_service_token_is_accepted():
     settings = load_settings(DataPathSettings, {"admin_token": TOKEN, "service_token": SERVICE})
     assert settings.service_token.get_secret_value() == SERVICE
     assert settings.predictions_collection == "predictions"
+
+
+REGISTRY_PASSWORD = "a-real-registry-password-0123"
+
+
+def _registry(monkeypatch, **values):
+    from mlstack_core.settings import RegistryClientSettings
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    return load_settings(RegistryClientSettings, values)
+
+
+def test_registry_credentials_are_optional_but_never_half_set(monkeypatch):
+    assert _registry(monkeypatch).mlflow_tracking_username is None
+    with pytest.raises(SettingsError, match="MLFLOW_TRACKING_PASSWORD: is required when MLFLOW_TRACKING_USERNAME"):
+        _registry(monkeypatch, mlflow_tracking_username="serving")
+    with pytest.raises(SettingsError, match="MLFLOW_TRACKING_PASSWORD: is set but MLFLOW_TRACKING_USERNAME is not"):
+        _registry(monkeypatch, mlflow_tracking_password=REGISTRY_PASSWORD)
+
+
+@pytest.mark.parametrize("password", ["password", "changeme", "short"])
+def test_registry_password_placeholders_are_refused(monkeypatch, password):
+    with pytest.raises(SettingsError, match="MLFLOW_TRACKING_PASSWORD: must be a real secret"):
+        _registry(monkeypatch, mlflow_tracking_username="serving", mlflow_tracking_password=password)
+
+
+def test_registry_credentials_reach_mlflows_client(monkeypatch):
+    settings = _registry(monkeypatch, mlflow_tracking_username="serving", mlflow_tracking_password=REGISTRY_PASSWORD)
+    settings.configure_mlflow_client()
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    assert read_mlflow_creds() == ("serving", REGISTRY_PASSWORD)

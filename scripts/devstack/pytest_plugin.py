@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from devstack.servers import FerretDB, MlflowServer, S3Server
+from devstack.servers import FerretDB, MlflowServer, S3Server, process_registry_users
 from devstack.stack import DEFAULT_MONGO_DB, NativeStack
 
 MONGO_USER = "mlstack"
@@ -39,15 +39,35 @@ UNIT_ADMIN_TOKEN = "unit-test-admin-token-0123456789"
 UNIT_SERVICE_TOKEN = "unit-test-service-token-0123456789"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def registry_admin() -> Iterator[dict[str, str]]:
+    """The test process talks to every harness MLflow as its admin: MLflow's client reads these variables.
+
+    Every harness MLflow of the session shares one set of users (devstack.servers.process_registry_users), so
+    ``MlflowClient(stack.mlflow_uri)`` works against any of them. Servers and apps the harness starts never
+    inherit these (devstack.servers.base_env drops them); each service gets its own user.
+    """
+    credentials = process_registry_users().client_env("admin")
+    saved = {key: os.environ.get(key) for key in credentials}
+    os.environ.update(credentials)
+    yield credentials
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(autouse=True)
 def _isolate_mlflow_globals() -> Iterator[None]:
-    """Undo what a test's MLflow client set process-wide: the tracking/registry URIs and their exports.
+    """Undo what a test's MLflow client set process-wide: the tracking/registry URIs, credentials and their exports.
 
-    mlflow.set_tracking_uri / set_registry_uri also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; left
-    behind, they would send a later test's registrations (and the servers it starts) to another test's
-    registry. Other MLFLOW_* settings stay: the apps set their HTTP timeout and retry defaults once, at import.
+    mlflow.set_tracking_uri / set_registry_uri also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, and an app
+    built in the test process exports its registry user; left behind, they would send a later test's
+    registrations (and the servers it starts) to another test's registry, or as another user. Other MLFLOW_*
+    settings stay: the apps set their HTTP timeout and retry defaults once, at import.
     """
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     saved = {key: os.environ[key] for key in keys if key in os.environ}
     yield
     for key in keys:
@@ -186,6 +206,7 @@ def native_stack_factory(
             extra_env=extra_env,
             mongo_db=mongo_db,
             services=services,
+            registry_users=process_registry_users(),
             **infra,
         )
         stacks.append(stack)

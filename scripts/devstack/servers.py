@@ -6,18 +6,22 @@ URLs), and offers start()/stop() that are safe to repeat, plus use as a context 
 
 from __future__ import annotations
 
+import configparser
 import contextlib
+import functools
 import logging
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 from urllib.parse import quote_plus
 
 from devstack.ports import LOOPBACK, can_connect, free_port, wait_port_free
@@ -54,7 +58,10 @@ def find_tool(name: str, env_var: str) -> str:
 
 # Settings a caller's process may carry (mlflow.set_tracking_uri/set_registry_uri export them) that would point a
 # server of ours at someone else's registry or database.
-_LEAKY_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MONGO_URI", "ADMIN_TOKEN", "SERVICE_TOKEN")
+_LEAKY_VARIABLES = (
+    "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MONGO_URI",
+    "ADMIN_TOKEN", "SERVICE_TOKEN",
+)
 
 
 def base_env() -> dict[str, str]:
@@ -386,8 +393,47 @@ class S3Server(_Server):
         }
 
 
+MODEL_MANAGEMENT = REPO_ROOT / "model-management"
+
+
+@dataclass(frozen=True)
+class RegistryUsers:
+    """The registry's users (MLflow basic auth): the admin (harness and tests), training (writes), serving (reads)."""
+
+    admin_password: str
+    training_password: str
+    serving_password: str
+    secret_key: str  # the auth app's Flask secret (CSRF of its sign-up form)
+
+    ROLES: ClassVar[tuple[str, ...]] = ("admin", "training", "serving")
+
+    @classmethod
+    def generate(cls) -> RegistryUsers:
+        """Fresh random passwords."""
+        return cls(*(secrets.token_urlsafe(24) for _ in range(4)))
+
+    def client_env(self, role: str) -> dict[str, str]:
+        """MLflow's own variables that make its client log in as ``role`` (admin, training or serving)."""
+        if role not in self.ROLES:
+            raise ValueError(f"unknown registry role {role!r}; known: {', '.join(self.ROLES)}")
+        password = getattr(self, f"{role}_password")
+        return {"MLFLOW_TRACKING_USERNAME": role, "MLFLOW_TRACKING_PASSWORD": password}
+
+
+@functools.cache
+def process_registry_users() -> RegistryUsers:
+    """One set of registry users per process: every harness MLflow of a test session shares them, so the test
+    process's own MLflow client (admin, from its environment) reaches each of them."""
+    return RegistryUsers.generate()
+
+
 class MlflowServer(_Server):
-    """The MLflow tracking server: SQLite backend store, artifacts proxied to a bucket on an S3Server."""
+    """The MLflow tracking server with basic auth: SQLite stores, artifacts proxied to a bucket on an S3Server.
+
+    Started like compose starts it: ``--app-name basic-auth`` with model-management/basic_auth.ini (the user
+    store moved into the work dir), then model-management/provision_users.py creates the training and serving
+    users; :meth:`client_env` gives a process their credentials.
+    """
 
     name = "mlflow"
     ready_timeout = 90.0
@@ -400,20 +446,64 @@ class MlflowServer(_Server):
         bucket: str = "mlflow",
         port: int | None = None,
         python: str | None = None,
+        users: RegistryUsers | None = None,
+        model_name: str = "sk-learn-linear-reg-model",
     ) -> None:
         super().__init__(workdir, port=port)
         self.s3 = s3
         self.bucket = bucket
         self.python = python or sys.executable
         self.db_path = self.workdir / "mlflow.db"
+        self.auth_config = self.workdir / "basic_auth.ini"
+        self.users = users or process_registry_users()
+        self.model_name = model_name
 
     @property
     def uri(self) -> str:
         """The tracking URI (also the UI's address)."""
         return self.url
 
+    def client_env(self, role: str) -> dict[str, str]:
+        """The credentials (MLFLOW_TRACKING_USERNAME/PASSWORD) of a registry role: admin, training or serving."""
+        return self.users.client_env(role)
+
+    def start(self, timeout: float | None = None) -> Self:
+        """Start the server, then (re-)provision its users; on failure stop it and raise."""
+        if self.running:
+            return self
+        super().start(timeout)
+        try:
+            self.provision()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def provision(self) -> None:
+        """Run model-management/provision_users.py against this server (idempotent), raising with its output."""
+        env = base_env() | {
+            "MLFLOW_TRACKING_URI": self.uri,
+            "MLFLOW_ADMIN_PASSWORD": self.users.admin_password,
+            "MLFLOW_TRAINING_PASSWORD": self.users.training_password,
+            "MLFLOW_SERVING_PASSWORD": self.users.serving_password,
+            "MODEL_NAME": self.model_name,
+            "PROVISION_TIMEOUT_SECONDS": "30",
+        }
+        done = subprocess.run(
+            [self.python, str(MODEL_MANAGEMENT / "provision_users.py")], env=env, capture_output=True, text=True,
+            timeout=90, check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"provisioning MLflow users failed ({done.returncode}): {done.stderr[-2000:]}")
+
     def _before_start(self) -> None:
         self.s3.create_bucket(self.bucket)
+        # The repository's auth config, with the user store in this work dir.
+        config = configparser.ConfigParser()
+        config.read(MODEL_MANAGEMENT / "basic_auth.ini")
+        config["mlflow"]["database_uri"] = f"sqlite:///{self.workdir / 'basic_auth.db'}"
+        with self.auth_config.open("w") as fh:
+            config.write(fh)
 
     def _argv(self) -> list[str]:
         allowed = f"{self.host}:{self.port},localhost:{self.port},{self.host},localhost"
@@ -436,11 +526,20 @@ class MlflowServer(_Server):
             allowed,
             "--workers",
             "1",
+            "--app-name",
+            "basic-auth",
         ]
 
     def _env(self) -> dict[str, str]:
         env = base_env()
         env.update(self.s3.env())
+        env.update({
+            "MLFLOW_AUTH_CONFIG_PATH": str(self.auth_config),
+            "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+            # Used only when the user store is empty: a restart on the same data keeps the first admin password.
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.users.admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.users.secret_key,
+        })
         # The GenAI job runner spawns several huey consumers that nothing here uses: spare the 2 cores.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         env["PYTHONUNBUFFERED"] = "1"
@@ -449,8 +548,13 @@ class MlflowServer(_Server):
     def _ready(self) -> bool:
         if not _status_is(f"{self.uri}/health"):
             return False
-        # /health skips the Host check; a REST call proves --allowed-hosts accepts how clients address us.
-        return _status_is(f"{self.uri}/api/2.0/mlflow/experiments/search?max_results=1")
+        # /health skips the Host check and auth; a REST call as admin proves --allowed-hosts accepts how clients
+        # address us, and that the auth app is up with its admin user.
+        import requests
+
+        response = requests.get(f"{self.uri}/api/2.0/mlflow/experiments/search?max_results=1",
+                                auth=("admin", self.users.admin_password), timeout=_PROBE_TIMEOUT)
+        return response.status_code == 200
 
 
 class GunicornApp(_Server):

@@ -16,7 +16,17 @@ from types import TracebackType
 from typing import Self
 
 from devstack.ports import pick_port
-from devstack.servers import REPO_ROOT, FerretDB, GunicornApp, MlflowServer, Nginx, Prometheus, S3Server, stop_all
+from devstack.servers import (
+    REPO_ROOT,
+    FerretDB,
+    GunicornApp,
+    MlflowServer,
+    Nginx,
+    Prometheus,
+    RegistryUsers,
+    S3Server,
+    stop_all,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +115,11 @@ def _new_secrets() -> dict[str, str]:
         "s3_secret_key": secrets.token_urlsafe(24),
         "admin_token": secrets.token_urlsafe(32),
         "service_token": secrets.token_urlsafe(32),
+        # MLflow's basic auth: its admin (the harness), training's and serving's users, the auth app's secret key.
+        "mlflow_admin_password": secrets.token_urlsafe(24),
+        "mlflow_training_password": secrets.token_urlsafe(24),
+        "mlflow_serving_password": secrets.token_urlsafe(24),
+        "mlflow_secret_key": secrets.token_urlsafe(24),
     }
 
 
@@ -131,6 +146,16 @@ def load_or_create_secrets(workdir: Path) -> dict[str, str]:
     return values
 
 
+def registry_users(values: Mapping[str, str]) -> RegistryUsers:
+    """The registry users kept in a work dir's secrets (load_or_create_secrets)."""
+    return RegistryUsers(
+        admin_password=values["mlflow_admin_password"],
+        training_password=values["mlflow_training_password"],
+        serving_password=values["mlflow_serving_password"],
+        secret_key=values["mlflow_secret_key"],
+    )
+
+
 class NativeStack:
     """Starts the infrastructure and every importable service, wires their environment, stops in reverse."""
 
@@ -149,6 +174,7 @@ class NativeStack:
         mlflow: MlflowServer | None = None,
         services: Iterable[str | ServiceSpec] | None = None,
         prometheus: bool = False,
+        registry_users: RegistryUsers | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -168,6 +194,8 @@ class NativeStack:
         self.ferretdb = ferretdb
         self.s3 = s3
         self.mlflow = mlflow
+        # MLflow's users when this stack starts its own MLflow; None: the work dir's own (secrets.json).
+        self.registry_users = registry_users
         self.apps: dict[str, GunicornApp] = {}
         self.nginx: dict[str, Nginx] = {}
         self.skipped: list[str] = []
@@ -218,7 +246,10 @@ class NativeStack:
             )
         self._start(self.s3)
         if self.mlflow is None:
-            self.mlflow = MlflowServer(self.workdir / "mlflow", s3=self.s3, port=self._port("mlflow"))
+            self.mlflow = MlflowServer(
+                self.workdir / "mlflow", s3=self.s3, port=self._port("mlflow"),
+                users=self.registry_users or registry_users(creds), model_name=MODEL_NAME,
+            )
         self._start(self.mlflow)
 
     def _service_env(self, spec: ServiceSpec) -> dict[str, str]:
@@ -232,6 +263,11 @@ class NativeStack:
         serving_url = self.nginx["serving"].url if "serving" in self.nginx else None
         if spec.name in ("serving", "etl"):
             env["SERVICE_TOKEN"] = self.service_token  # training has no use for it: not given
+        if spec.name in ("serving", "training"):
+            # Each logs in to the registry as its own user (same name as the service) and keeps MLflow's own
+            # model loaders closed (models are loaded by mlstack_core.model_files).
+            env.update(self.mlflow.client_env(spec.name))
+            env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
         if spec.name == "serving":
             env.update({"MODEL_NAME": MODEL_NAME, "MODEL_ALIAS": MODEL_ALIAS})
         elif spec.name == "etl" and serving_url:

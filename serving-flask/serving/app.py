@@ -35,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, registry: Any = Non
     on_shutdown(mongo.close)
 
     if registry is None:
+        settings.configure_mlflow_client()
         registry = RegistryClient(settings.mlflow_tracking_uri)
     store = ModelStore(
         registry,

@@ -30,7 +30,11 @@ MODEL_LOADED_AT = Gauge(
     "Unix time this worker loaded the model it serves; time since load = time() - this.",
     multiprocess_mode="liveall",
 )
-MODEL_LOADS = Counter("serving_model_loads_total", "Model loads by outcome (success, failure).", ["outcome"])
+MODEL_LOADS = Counter(
+    "serving_model_loads_total",
+    "Model loads by outcome (success, failure, refused: not skops or a type off the allow-list).",
+    ["outcome"],
+)
 
 FEATURE_PSI = Gauge(
     "serving_feature_drift_psi",

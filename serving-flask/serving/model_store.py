@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mlstack_core.data.generator import FEATURES
+from mlstack_core.model_files import ModelRefused, load_registered_model
 from serving import metrics
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class RegistryClient:
         from mlflow import MlflowClient
 
         mlflow.set_tracking_uri(tracking_uri)
+        self.tracking_uri = tracking_uri
         self._client = MlflowClient(tracking_uri=tracking_uri)
 
     def version_for_alias(self, name: str, alias: str) -> tuple[str, str | None] | None:
@@ -152,10 +154,8 @@ class RegistryClient:
         return str(mv.version), mv.run_id
 
     def load(self, name: str, version: str) -> Any:
-        """The scikit-learn model of a registered version."""
-        import mlflow.sklearn
-
-        return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        """The scikit-learn model of a registered version (skops, allow-listed types only: ModelRefused else)."""
+        return load_registered_model(name, version, tracking_uri=self.tracking_uri)
 
     def drift_reference(self, run_id: str) -> dict[str, Any] | None:
         """The drift reference training logged in a version's run, or None when that run has none."""
@@ -187,12 +187,15 @@ class ModelStore:
         self._model: LoadedModel | None = None
         self.last_error: str | None = None
         self.last_check: dt.datetime | None = None
+        # The alias's version when it was refused (not skops, or a type off the allow-list), and why: the previous
+        # model keeps serving, and the same version is not downloaded again until the alias moves.
+        self.refused: dict[str, str] | None = None
         self._refresh_lock = threading.Lock()
         self._first_check = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         metrics.MODEL_VERSION.set(0)
-        for outcome in ("success", "failure"):
+        for outcome in ("success", "failure", "refused"):
             metrics.MODEL_LOADS.labels(outcome)
 
     @property
@@ -235,24 +238,39 @@ class ModelStore:
             version, run_id = found
             if self._model is not None and self._model.version == version:
                 self.last_error = None
+                self.refused = None
+                return False
+            if self.refused is not None and self.refused["version"] == version:
                 return False
             try:
                 raw = self._registry.load(self.name, version)
                 estimator, order = prepare_estimator(raw)
                 linear = linear_form(raw)
+            except ModelRefused as exc:
+                self._refuse(version, str(exc))
+                return False
             except Exception as exc:
-                self.last_error = f"could not load version {version}: {type(exc).__name__}: {exc}"
+                # The public text names the step and the error type only (no hosts, paths or driver text).
+                self.last_error = f"could not load version {version}: {type(exc).__name__}"
                 logger.exception("loading %s version %s failed", self.name, version)
                 metrics.MODEL_LOADS.labels("failure").inc()
                 return False
             previous = self._model.version if self._model else None
             self._model = LoadedModel(self.name, version, run_id, self.alias, estimator, order, linear=linear)
             self.last_error = None
+            self.refused = None
             metrics.MODEL_LOADS.labels("success").inc()
             metrics.MODEL_VERSION.set(metrics.version_number(version))
             metrics.MODEL_LOADED_AT.set(self._model.loaded_at.timestamp())
             logger.info("now serving %s version %s (was %s)", self.name, version, previous)
             return True
+
+    def _refuse(self, version: str, reason: str) -> None:
+        serving = self._model.version if self._model else None
+        self.refused = {"version": version, "reason": reason}
+        self.last_error = f"version {version} holds {self.alias!r} but was refused: {reason}"
+        metrics.MODEL_LOADS.labels("refused").inc()
+        logger.error("refused %s version %s (%s); still serving version %s", self.name, version, reason, serving)
 
     def nudge_all_workers(self) -> None:
         """Make every worker of this instance check the registry now (touches the shared marker)."""

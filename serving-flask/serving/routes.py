@@ -101,6 +101,7 @@ def model_info():
         name=store.name,
         last_check=store.last_check.isoformat() if store.last_check else None,
         last_error=store.last_error,
+        refused=store.refused,
         poll_seconds=store.poll_seconds,
     )
 

@@ -107,3 +107,73 @@ def test_the_watcher_survives_an_unexpected_error_and_follows_the_alias(registry
         assert calls["n"] >= 3
     finally:
         store.stop()
+
+
+class RefusingRegistry:
+    """The stand-in registry, refusing one version as the shared loader refuses a pickle-flavoured one."""
+
+    def __init__(self, registry, refused: str) -> None:
+        self.inner = registry
+        self.refused = refused
+        self.loads: list[str] = []
+
+    def version_for_alias(self, name, alias):
+        return self.inner.version_for_alias(name, alias)
+
+    def load(self, name, version):
+        from mlstack_core.model_files import ModelRefused
+
+        self.loads.append(version)
+        if version == self.refused:
+            raise ModelRefused("stored with 'pickle' serialization; only skops models are loaded")
+        return self.inner.load(name, version)
+
+
+def test_a_refused_champion_leaves_the_previous_model_serving(registry, fit, tmp_path):
+    from serving import metrics
+
+    refusing = RefusingRegistry(registry, refused="2")
+    store = _store(refusing, tmp_path)
+    registry.add("1", fit(1))
+    assert store.refresh() and store.model.version == "1"
+    before = metrics.MODEL_LOADS.labels("refused")._value.get()
+    registry.add("2", fit(2))
+    assert store.refresh() is False
+    assert store.model.version == "1"
+    assert store.refused == {"version": "2", "reason": "stored with 'pickle' serialization; only skops models are loaded"}
+    assert "version 2 holds 'champion' but was refused" in store.last_error
+    assert metrics.MODEL_LOADS.labels("refused")._value.get() == before + 1
+    # The same refused version is not downloaded again at every poll; a new champion is.
+    assert store.refresh() is False and refusing.loads == ["1", "2"]
+    registry.add("3", fit(3))
+    assert store.refresh() and store.model.version == "3"
+    assert store.refused is None and store.last_error is None
+
+
+def test_model_shows_the_refused_version(offline_settings, registry, fit):
+    from serving.app import create_app
+
+    refusing = RefusingRegistry(registry, refused="2")
+    app = create_app(offline_settings | {"model_watch": False, "store_predictions": False, "seed_rows": 0,
+                                         "monitor_enabled": False}, registry=refusing)
+    store = app.extensions["model_store"]
+    registry.add("1", fit(1))
+    store.refresh()
+    registry.add("2", fit(2))
+    store.refresh()
+    body = app.test_client().get("/model").get_json()
+    assert body["model"]["version"] == "1"
+    assert body["refused"]["version"] == "2" and "only skops" in body["refused"]["reason"]
+
+
+def test_a_failed_load_names_no_exception_text(registry, tmp_path):
+    class Broken:
+        def version_for_alias(self, name, alias):
+            return ("4", "run-4")
+
+        def load(self, name, version):
+            raise OSError("connect to 10.1.2.3:9000 failed")
+
+    store = _store(Broken(), tmp_path)
+    assert store.refresh() is False
+    assert store.last_error == "could not load version 4: OSError"

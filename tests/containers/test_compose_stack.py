@@ -53,7 +53,8 @@ APP_DOCKERFILES = {
 STANDIN_DOCKERFILES = sorted((SCRIPTS / "standins").glob("*/Dockerfile"))
 REQUIRED_SECRETS = (
     "ADMIN_TOKEN", "SERVICE_TOKEN", "MONGO_INITDB_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD",
-    "GRAFANA_ADMIN_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_TRAINING_PASSWORD", "MLFLOW_SERVING_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
 )
 # Its own project name, so the test never touches a stack someone runs from the same files.
 PROJECT = "mlstack-ci"
@@ -310,6 +311,7 @@ def running_stack(
             "mlflow": f"http://127.0.0.1:{stack_env['MLFLOW_PORT']}",
             "prometheus": f"http://127.0.0.1:{stack_env['PROMETHEUS_PORT']}",
             "admin": {"Authorization": f"Bearer {stack_env['ADMIN_TOKEN']}"},
+            "env": stack_env,
         }
     finally:
         down_started = time.monotonic()
@@ -432,10 +434,12 @@ def test_compose_file_validates(compose: Compose, folder: str) -> None:
 @pytest.mark.timeout(ENGINE_TIMEOUT + 120)
 def test_each_folder_brings_what_it_needs(compose: Compose) -> None:
     needs = {
-        "serving-flask": {"serving", "serving-nginx", "mongo", "mlflow", "postgres", "minio", "create-bucket"},
+        "serving-flask": {"serving", "serving-nginx", "mongo", "mlflow", "postgres", "minio", "create-bucket",
+                          "provision-users"},
         "etl-flask-scheduler": {"etl", "etl-nginx", "mongo"},
-        "training-flask-scheduler": {"training", "training-nginx", "mongo", "mlflow", "postgres", "minio"},
-        "model-management": {"mlflow", "postgres", "minio", "create-bucket"},
+        "training-flask-scheduler": {"training", "training-nginx", "mongo", "mlflow", "postgres", "minio",
+                                     "provision-users"},
+        "model-management": {"mlflow", "postgres", "minio", "create-bucket", "provision-users"},
         "monitoring": {"prometheus", "grafana"},
     }
     for folder, wanted in needs.items():
@@ -486,7 +490,7 @@ def test_missing_secret_stops_compose_with_its_name(
 def test_compose_model_keeps_house_rules(compose: Compose, stack_env: dict[str, str]) -> None:
     services = compose.config(files=(ROOT_COMPOSE,))["services"]
     one_shot = {name for name, s in services.items() if s.get("restart") == "no"}
-    assert one_shot == {"create-bucket"}
+    assert one_shot == {"create-bucket", "provision-users"}
     for name, service in services.items():
         if name not in one_shot and "build" not in service:  # built images carry their own HEALTHCHECK
             assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
@@ -624,18 +628,23 @@ def test_every_service_is_healthy_and_training_bootstraps_a_champion(
     states = [json.loads(line) for line in compose("ps", "--all", "--format", "json", what="docker compose ps")
               .stdout.splitlines() if line.strip()]
     by_service = {state["Service"]: state for state in states}
-    assert set(by_service) >= {"mongo", "minio", "postgres", "create-bucket", "mlflow", "prometheus", "serving",
+    assert set(by_service) >= {"mongo", "minio", "postgres", "create-bucket", "provision-users", "mlflow",
+                               "prometheus", "serving",
                                "serving-nginx", "etl", "etl-nginx", "training", "training-nginx"}
     for service, state in by_service.items():
-        if service == "create-bucket":
+        if service in ("create-bucket", "provision-users"):
             assert state["State"] == "exited" and state["ExitCode"] == 0, state
         else:
             assert state["State"] == "running" and state["Health"] == "healthy", state
     model = requests.get(f"{running_stack['training']}/model", timeout=HTTP_TIMEOUT).json()
     assert model["aliases"]["champion"]["version"] == champion
-    # The registry through its published port: the Host check accepts 127.0.0.1:<published port>.
-    response = requests.get(f"{running_stack['mlflow']}/api/2.0/mlflow/registered-models/get",
-                            params={"name": "sk-learn-linear-reg-model"}, timeout=HTTP_TIMEOUT)
+    # The registry through its published port: the Host check accepts 127.0.0.1:<published port>; anonymous
+    # callers are refused, the serving user reads.
+    registered = f"{running_stack['mlflow']}/api/2.0/mlflow/registered-models/get"
+    params = {"name": "sk-learn-linear-reg-model"}
+    assert requests.get(registered, params=params, timeout=HTTP_TIMEOUT).status_code == 401
+    response = requests.get(registered, params=params, timeout=HTTP_TIMEOUT,
+                            auth=("serving", running_stack["env"]["MLFLOW_SERVING_PASSWORD"]))
     assert response.status_code == 200, response.text
     aliases = {a["alias"]: a["version"] for a in response.json()["registered_model"].get("aliases", [])}
     assert aliases.get("champion") == champion

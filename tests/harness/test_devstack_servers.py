@@ -96,16 +96,18 @@ def test_mlflow_logs_metrics_and_artifacts_to_s3(
 
 
 def test_mlflow_restarts_on_the_same_port(mlflow_server: MlflowServer) -> None:
-    """Stopped, the server refuses connections; started again, it answers on the same URI with its data."""
+    """Stopped, the server refuses connections; started again, it answers on the same URI with its data and users."""
     uri = mlflow_server.uri
-    before = requests.get(f"{uri}/api/2.0/mlflow/experiments/search?max_results=100", timeout=5).json()
+    env = mlflow_server.client_env("admin")
+    admin = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    before = requests.get(f"{uri}/api/2.0/mlflow/experiments/search?max_results=100", auth=admin, timeout=5).json()
     mlflow_server.stop()
     try:
         assert not can_connect(mlflow_server.port)
     finally:
         mlflow_server.start()
     assert mlflow_server.uri == uri
-    after = requests.get(f"{uri}/api/2.0/mlflow/experiments/search?max_results=100", timeout=5).json()
+    after = requests.get(f"{uri}/api/2.0/mlflow/experiments/search?max_results=100", auth=admin, timeout=5).json()
     assert [e["name"] for e in after.get("experiments", [])] == [
         e["name"] for e in before.get("experiments", [])
     ]

@@ -377,3 +377,20 @@ def test_retention_only_deletes_a_model_folder_behind_the_server(uri: str, allow
     else:
         with pytest.raises(RegistryError, match="refusing"):
             _check_deletable(uri)
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_every_model_training_builds_loads_with_the_allow_list(tmp_path, standardize) -> None:
+    """mlstack_core.model_files.TRUSTED_TYPES lists exactly what training/model.py can build."""
+    import mlflow.sklearn
+
+    from mlstack_core.model_files import TRUSTED_TYPES, load_model_dir
+
+    pipeline = build_pipeline(alpha=0.5, l1_ratio=0.01, standardize=standardize, seed=1)
+    built = {pipeline, *(step for _, step in pipeline.steps)}
+    assert {f"{type(obj).__module__}.{type(obj).__qualname__}" for obj in built} <= TRUSTED_TYPES
+    split = split_holdout(generate_frame(300, seed=2), fraction=0.2, seed=1)
+    model = fit(pipeline, split)
+    mlflow.sklearn.save_model(model, tmp_path / "m", serialization_format="skops", pip_requirements=[])
+    loaded = load_model_dir(tmp_path / "m")
+    assert evaluate(loaded, split.x_holdout, split.y_holdout) == evaluate(model, split.x_holdout, split.y_holdout)

@@ -31,6 +31,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     mongo = app.extensions["mongo"]
     on_shutdown(mongo.close)
 
+    settings.configure_mlflow_client()
     registry = ModelRegistry(
         settings.mlflow_tracking_uri, model_name=settings.model_name, experiment_name=settings.mlflow_experiment_name
     )

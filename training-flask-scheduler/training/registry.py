@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 import pandas as pd
 import requests
 
+from mlstack_core.model_files import load_registered_model
+
 logger = logging.getLogger(__name__)
 
 # The registry answers these when a model or an alias does not exist (anything else is a real failure).
@@ -151,13 +153,8 @@ class ModelRegistry:
         return Candidate(str(info.registered_model_version), run.info.run_id, info.model_uri)
 
     def load(self, version: str) -> Any:
-        """The scikit-learn model of a version."""
-        import mlflow
-        import mlflow.sklearn
-
-        mlflow.set_registry_uri(self.tracking_uri)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        return mlflow.sklearn.load_model(f"models:/{self.model_name}/{version}")
+        """The scikit-learn model of a version (skops, allow-listed types only: ModelRefused else)."""
+        return load_registered_model(self.model_name, version, tracking_uri=self.tracking_uri)
 
     def _experiment_id(self) -> str:
         experiment = self._client.get_experiment_by_name(self.experiment_name)

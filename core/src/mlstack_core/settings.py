@@ -8,6 +8,7 @@ accepted as aliases so existing ``.env`` files keep working.
 from __future__ import annotations
 
 import hmac
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote_plus
@@ -124,7 +125,13 @@ class DataPathSettings(BaseServiceSettings):
 
 
 class RegistryClientSettings(BaseSettings):
-    """What a service that talks to the model registry (MLflow) needs: where it is, how long a call may take."""
+    """What a service that talks to the model registry (MLflow) needs: where it is, how long a call may take, and
+    whom it logs in as.
+
+    MLflow's basic auth gives each service its own user (training may write, serving only read). The credentials
+    use MLflow's own variable names; :meth:`configure_mlflow_client` hands them to MLflow's client, which
+    reads only its environment. Both are unset for a registry without auth, never half set.
+    """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
@@ -134,6 +141,29 @@ class RegistryClientSettings(BaseSettings):
     registry_request_seconds: float = Field(3.0, gt=0, le=20, validation_alias=_env("REGISTRY_REQUEST_SECONDS"))
     # How long a worker answers registry reads (e.g. GET /model on training) from its last answer.
     registry_cache_seconds: float = Field(5.0, ge=0, le=3600, validation_alias=_env("REGISTRY_CACHE_SECONDS"))
+    mlflow_tracking_username: str | None = Field(
+        None, min_length=1, validation_alias=_env("MLFLOW_TRACKING_USERNAME")
+    )
+    mlflow_tracking_password: SecretStr | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_PASSWORD"))
+
+    @field_validator("mlflow_tracking_password")
+    @classmethod
+    def _registry_password(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            if info.data.get("mlflow_tracking_username"):
+                raise ValueError("is required when MLFLOW_TRACKING_USERNAME is set")
+            return None
+        if not info.data.get("mlflow_tracking_username"):
+            raise ValueError("is set but MLFLOW_TRACKING_USERNAME is not")
+        return _strong_secret(value)
+
+    def configure_mlflow_client(self) -> None:
+        """Hand this process's MLflow client the registry user (it reads its environment per call), loaders closed."""
+        # Models load through mlstack_core.model_files (skops, allow-listed types); MLflow's own loaders stay shut.
+        os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+        if self.mlflow_tracking_username and self.mlflow_tracking_password is not None:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = self.mlflow_tracking_username
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = self.mlflow_tracking_password.get_secret_value()
 
 
 S = TypeVar("S", bound=BaseServiceSettings)
