@@ -140,7 +140,8 @@ def test_a_refused_champion_leaves_the_previous_model_serving(registry, fit, tmp
     registry.add("2", fit(2))
     assert store.refresh() is False
     assert store.model.version == "1"
-    assert store.refused == {"version": "2", "reason": "stored with 'pickle' serialization; only skops models are loaded"}
+    reason = "stored with 'pickle' serialization; only skops models are loaded"
+    assert store.refused == {"version": "2", "reason": reason}
     assert "version 2 holds 'champion' but was refused" in store.last_error
     assert metrics.MODEL_LOADS.labels("refused")._value.get() == before + 1
     # The same refused version is not downloaded again at every poll; a new champion is.
