@@ -123,6 +123,8 @@ class BenchStack:
             # MLflow's fluent API keeps its URIs in these variables, and every server started later inherits them:
             # they must name this stack's server, never one of an earlier benchmark.
             os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = self.mlflow.uri
+            # The benchmark's own client (registering models) logs in as the registry's admin.
+            os.environ.update(self.mlflow.client_env("admin"))
         return self
 
     def _start(self, server: Any) -> None:
@@ -177,7 +179,9 @@ class BenchStack:
             # does not use the index for that, so each pass scans the whole collection: millions of stored
             # benchmark predictions would keep FerretDB busy between runs. Not part of the request path.
             "MONITOR_ENABLED": "false",
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
         }
+        env.update(self.mlflow.client_env("serving"))
         env.update(extra or {})
         return env
 
@@ -213,6 +217,7 @@ class BenchStack:
             "MLFLOW_TRACKING_URI": self.mlflow.uri,
             "MODEL_URI": f"models:/{MODEL_NAME}/{version}",
             "PYTHONPATH": f"{REPO_ROOT}:{os.environ.get('PYTHONPATH', '')}",
+            **self.mlflow.client_env("serving"),
         }
         app = GunicornApp(name, "bench.original_app:create_app()", env=env, workdir=self.workdir / name,
                           workers=workers)

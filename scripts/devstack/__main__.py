@@ -47,6 +47,10 @@ def _print_urls(stack: NativeStack, admin_token: str) -> None:
         label = "mlflow (UI, API)" if name == "mlflow" else name
         lines.append(f"  {label:<18} {url}")
     lines.append(f"  {'admin token':<18} {admin_token}")
+    if stack.mlflow is not None:
+        login = stack.mlflow.client_env("admin")
+        user, password = login["MLFLOW_TRACKING_USERNAME"], login["MLFLOW_TRACKING_PASSWORD"]
+        lines.append(f"  {'mlflow login':<18} {user} / {password}")
     lines.append(f"  {'work dir':<18} {stack.workdir} (logs under */logs; credentials in secrets.json)")
     if stack.skipped:
         lines.append(f"  {'skipped':<18} {', '.join(stack.skipped)} (not importable yet)")

@@ -114,6 +114,9 @@ class _Server:
     def _before_start(self) -> None:
         """Hook for preparing files before the process starts."""
 
+    def _after_ready(self) -> None:
+        """Hook run once the server answers, before start() returns; an error stops the server."""
+
     def _ports(self) -> list[int]:
         """The ports to wait for (free) before a start."""
         return [self.port]
@@ -153,6 +156,7 @@ class _Server:
         self._proc.start()
         try:
             self._proc.wait_ready(self._ready, timeout=timeout or self.ready_timeout)
+            self._after_ready()
         except BaseException:
             self._proc.stop()
             raise
@@ -467,17 +471,9 @@ class MlflowServer(_Server):
         """The credentials (MLFLOW_TRACKING_USERNAME/PASSWORD) of a registry role: admin, training or serving."""
         return self.users.client_env(role)
 
-    def start(self, timeout: float | None = None) -> Self:
-        """Start the server, then (re-)provision its users; on failure stop it and raise."""
-        if self.running:
-            return self
-        super().start(timeout)
-        try:
-            self.provision()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def _after_ready(self) -> None:
+        # Every start (a restart too): the job is idempotent and puts back what a test may have changed.
+        self.provision()
 
     def provision(self) -> None:
         """Run model-management/provision_users.py against this server (idempotent), raising with its output."""
