@@ -251,12 +251,16 @@ def _chromium(*args: str, tmp_path) -> subprocess.CompletedProcess:
 
 def test_mlflow_ui_shows_the_runs_metrics_and_the_aliases(stack, registry, tmp_path):
     champion = registry.get_model_version_by_alias(MODEL_NAME, "champion")
-    models_page = f"{stack.mlflow_uri}/#/models/{MODEL_NAME}"
+    # The UI asks for a login (basic auth): the browser gets the admin's in the address and keeps it for the origin.
+    login = stack.mlflow.client_env("admin")
+    scheme, _, address = stack.mlflow_uri.partition("://")
+    ui = f"{scheme}://{login['MLFLOW_TRACKING_USERNAME']}:{login['MLFLOW_TRACKING_PASSWORD']}@{address}"
+    models_page = f"{ui}/#/models/{MODEL_NAME}"
     dom = _chromium("--dump-dom", models_page, tmp_path=tmp_path).stdout
     assert MODEL_NAME in dom
     assert "champion" in dom and "previous_champion" in dom
     run = registry.get_run(champion.run_id)
-    run_page = f"{stack.mlflow_uri}/#/experiments/{run.info.experiment_id}/runs/{champion.run_id}"
+    run_page = f"{ui}/#/experiments/{run.info.experiment_id}/runs/{champion.run_id}"
     dom = _chromium("--dump-dom", run_page, tmp_path=tmp_path).stdout
     assert all(metric in dom for metric in ("mae", "rmse", "r2")), "the run page does not list the metrics"
     screenshot = tmp_path / "mlflow-models.png"
