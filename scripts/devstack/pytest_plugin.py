@@ -63,11 +63,13 @@ def _isolate_mlflow_globals() -> Iterator[None]:
     """Undo what a test's MLflow client set process-wide: the tracking/registry URIs, credentials and their exports.
 
     mlflow.set_tracking_uri / set_registry_uri also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, and an app
-    built in the test process exports its registry user; left behind, they would send a later test's
-    registrations (and the servers it starts) to another test's registry, or as another user. Other MLFLOW_*
+    built in the test process exports its registry user (and closes MLflow's loaders); left behind, they would
+    send a later test's registrations (and the servers it starts) to another test's registry, or as another
+    user. Other MLFLOW_*
     settings stay: the apps set their HTTP timeout and retry defaults once, at import.
     """
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
     saved = {key: os.environ[key] for key in keys if key in os.environ}
     yield
     for key in keys:
