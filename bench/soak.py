@@ -116,6 +116,8 @@ def run(*, seconds: float = 600.0, fault_every: float = 120.0, sample_seconds: f
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
+        # This process's MLflow client (here and in the invariant checker) logs in as the registry's admin.
+        os.environ.update(stack.mlflow.client_env("admin"))
         registry = MlflowClient(stack.mlflow_uri)
 
         def champion() -> Any:
