@@ -55,8 +55,8 @@ def champion(stack) -> str:
         body = requests.get(f"{stack.urls['training']}/model", timeout=TIMEOUT).json()
         return ((body.get("aliases") or {}).get("champion") or {}).get("version")
 
-    wait_until(lambda: found() is not None, 180, "training's bootstrap run to register a champion")
-    version = found()
+    # Each training worker answers from its own read for up to REGISTRY_CACHE_SECONDS: keep the first answer.
+    version = wait_until(found, 180, "training's bootstrap run to register a champion")
     wait_until(lambda: served_versions(stack) == {int(version)}, 60, "every serving worker to serve the champion")
     return version
 
@@ -134,6 +134,8 @@ def test_a_pickle_champion_is_refused_by_serving_and_by_training(stack, champion
     assert record["status"] == "succeeded", record
     promotion = record["result"]["promotion"]
     assert promotion["champion_version"] == hostile and promotion["champion_metrics"] is None
+    # Refused is definitive (serving refuses it too): the challenger replaces it, whatever the metric says.
+    assert record["result"]["outcome"] == "promoted" and "model loader refuses it" in promotion["reason"]
     log = stack.apps["training"].log_path.read_text(errors="replace")
     assert f"model {MODEL_NAME} version {hostile} refused: stored with 'pickle' serialization" in log
     assert not marker.exists(), "a service unpickled the registered payload"

@@ -51,7 +51,10 @@ def mlflow_models_serve(stack, champion, tmp_path_factory) -> Iterator[tuple[str
     port = free_port()
     # It execs `uvicorn` by name: the interpreter's own bin directory comes first on PATH.
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    env = os.environ | {"MLFLOW_TRACKING_URI": stack.mlflow_uri, "PATH": path}
+    # The reference server loads with MLflow's own sklearn loader, which the pickle switch blocks for skops too
+    # (ours reads the files itself): allowed for this one process, as a user of `mlflow models serve` must.
+    env = os.environ | {"MLFLOW_TRACKING_URI": stack.mlflow_uri, "PATH": path,
+                        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
     process = ManagedProcess(
         "mlflow-models-serve",
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL_NAME}/{champion}",

@@ -502,5 +502,5 @@ def test_an_unscorable_champion_is_kept_unless_its_files_are_gone(
     for key in keys:
         s3.delete_object(Bucket=mlflow_server.bucket, Key=key)
     replaced = run_job(make_app(alpha=0.01))["result"]
-    assert replaced["outcome"] == "promoted" and "files are gone" in replaced["promotion"]["reason"]
+    assert replaced["outcome"] == "promoted" and "cannot be used" in replaced["promotion"]["reason"]
     assert aliases(app)["champion"] == replaced["model_version"]

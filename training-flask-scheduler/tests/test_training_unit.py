@@ -69,8 +69,9 @@ def test_an_unscorable_champion_is_replaced_only_when_its_files_are_gone() -> No
     kept = decide(PromotionRule(), _m(), None, champion_version="2", champion_error=error)
     assert not kept.promote
     assert "could not be scored" in kept.reason and "ConnectionError" in kept.reason and "kept" in kept.reason
-    replaced = decide(PromotionRule(), _m(), None, champion_version="2", champion_error=error, champion_gone=True)
-    assert replaced.promote and "files are gone" in replaced.reason
+    gone = "its model files are gone from the artifact store"
+    replaced = decide(PromotionRule(), _m(), None, champion_version="2", champion_error=gone, champion_gone=True)
+    assert replaced.promote and "files are gone" in replaced.reason and "cannot be used" in replaced.reason
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ a tie keeps the champion, so retraining on unchanged data does not churn version
 Two safety rules come first. A challenger trained on generated rows (MongoDB down or too few rows) never
 replaces a champion trained on database rows, or one whose data source is unknown, unless
 PROMOTION_ALLOW_GENERATED_OVER_REAL is set. A champion that cannot be scored is replaced only when its files are
-definitively gone (the registry lists no MLmodel for it); any other failure (registry or artifact store down,
+definitively gone (the registry lists no MLmodel for it) or the loader refuses it (not skops, a type off
+the allow-list); any other failure (registry or artifact store down,
 a load error) keeps it, because a passing outage must not decide who serves.
 """
 
@@ -102,12 +103,12 @@ def decide(
         if champion_gone:
             # Serving cannot load it either; the version stays as previous_champion for the record.
             return Decision(
-                True, f"champion version {champion_version}'s model files are gone from the artifact store; "
+                True, f"champion version {champion_version} cannot be used ({champion_error}); "
                 "replaced by the challenger",
             )
         return Decision(
             False, f"champion version {champion_version} could not be scored on this holdout ({champion_error}) "
-            "but its files are not known to be gone; champion kept",
+            "but its files are not known to be gone or refused; champion kept",
         )
     gain = rule.improvement(value, champion[metric])
     comparison = (

@@ -20,6 +20,7 @@ from mlstack_core.drift import REFERENCE_ARTIFACT, build_reference
 from mlstack_core.errors import ApiError
 from mlstack_core.jobs import JobService
 from mlstack_core.locks import LeaseKeeper, MongoLease
+from mlstack_core.model_files import ModelRefused
 from mlstack_core.mongo import MongoProvider
 from mlstack_core.registry_calls import CachedRead, RegistryUnavailable
 from mlstack_core.rows import RowsRepository
@@ -263,21 +264,28 @@ class TrainingService:
     def _score_champion(
         self, champion: Version | None, split: Split
     ) -> tuple[dict[str, float] | None, str | None, bool]:
-        """(metrics, why not scored, files definitively gone) of the champion on this run's holdout."""
+        """(metrics, why not scored, whether it is definitively unusable) of the champion on this run's holdout.
+
+        Definitively unusable: the loader refuses it (not skops, a type off the allow-list: serving refuses it
+        too), or the registry lists no files for it. Anything else (registry or S3 down) may pass.
+        """
         if champion is None:
             return None, None, False
         try:
             model = self.registry.load(champion.version)
             return evaluate(model, split.x_holdout, split.y_holdout), None, False
+        except ModelRefused as exc:
+            logger.warning("champion version %s refused by the loader: %s", champion.version, exc)
+            return None, f"the model loader refuses it: {exc}", True
         except Exception as exc:
             logger.warning("champion version %s could not be scored: %s", champion.version, exc)
             error = f"loading it failed: {type(exc).__name__}"
         try:
-            gone = self.registry.files_gone(champion.version)
+            if self.registry.files_gone(champion.version):
+                return None, "its model files are gone from the artifact store", True
         except Exception as exc:
             logger.warning("whether champion version %s's files are gone is unknown: %s", champion.version, exc)
-            gone = False
-        return None, error, gone
+        return None, error, False
 
     def _promote(self, new: str, old: str | None) -> None:
         """champion -> new, previous_champion -> old; on failure previous_champion is put back."""
