@@ -75,6 +75,7 @@ class PredictionWriter:
         self._last_drop_log: float | None = None
         self.written = 0
         self.dropped = 0
+        self._in_flight: list[_Queued] = []
 
     @property
     def buffered_rows(self) -> int:
@@ -156,6 +157,15 @@ class PredictionWriter:
         entries = self._take()
         if not entries:
             return True
+        with self._lock:
+            self._in_flight = entries  # close() counts them if this write is still stuck when shutdown ends
+        try:
+            return self._write(entries)
+        finally:
+            with self._lock:
+                self._in_flight = []
+
+    def _write(self, entries: list[_Queued]) -> bool:
         for entry in entries:
             if entry.docs is None:
                 entry.docs = batch_documents(entry.batch)  # the _ids are fixed from here on
@@ -198,6 +208,11 @@ class PredictionWriter:
         while not self.flush() and time.monotonic() < deadline:
             time.sleep(0.2)
         left = self._take()
+        if self._thread is not None and self._thread.is_alive():
+            # The thread's own write is still waiting on MongoDB: the process exits before it ends, so its rows
+            # are lost too (counted as dropped even if the database answers in the last moment).
+            with self._lock:
+                left += self._in_flight
         if left:
             lost = sum(len(entry) for entry in left)
             with self._lock:
