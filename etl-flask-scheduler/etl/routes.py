@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, current_app, g, jsonify, request
 
 from etl import services
@@ -13,6 +15,8 @@ from mlstack_core.rows import RowsRepository
 from mlstack_core.validation import extract_rows
 
 bp = Blueprint("etl", __name__)
+
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def _repo() -> RowsRepository:
@@ -62,6 +66,19 @@ def ingest():
     if len(rows) > settings.max_ingest_rows:
         raise ApiError(413, "TOO_MANY_ROWS", f"At most {settings.max_ingest_rows} rows per request.")
     result = services.ingest(
-        rows, repo=_repo(), forwarder=current_app.extensions["forwarder"], request_id=g.request_id
+        rows, repo=_repo(), forwarder=current_app.extensions["forwarder"], request_id=g.request_id,
+        idempotency_key=_idempotency_key(),
     )
     return jsonify(result), 201
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(
+            400, "INVALID_IDEMPOTENCY_KEY",
+            "Idempotency-Key must be 1 to 128 characters of letters, digits and . _ : - (a UUID works).",
+        )
+    return key

@@ -8,6 +8,8 @@ row done without its prediction. What is not stored stays pending and goes with 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from typing import Any
 
@@ -19,7 +21,7 @@ from pymongo.errors import PyMongoError
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
 from mlstack_core.errors import ApiError
 from mlstack_core.http import forward_headers, make_session
-from mlstack_core.rows import RowsRepository, new_batch_id
+from mlstack_core.rows import IdempotencyKeyReused, RowsRepository, new_batch_id
 from mlstack_core.validation import validate_rows
 
 logger = logging.getLogger(__name__)
@@ -158,9 +160,19 @@ def sweep(repo: RowsRepository, *, rows: int) -> dict[str, Any]:
 
 
 def ingest(
-    rows: list[Any], *, repo: RowsRepository, forwarder: Forwarder, request_id: str | None, source: str = "ingest"
+    rows: list[Any],
+    *,
+    repo: RowsRepository,
+    forwarder: Forwarder,
+    request_id: str | None,
+    source: str = "ingest",
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """Validate every row, store the batch (all or nothing) and forward it to serving."""
+    """Validate every row, store the batch (all or nothing) and forward it to serving.
+
+    With an idempotency key, a retry of the same rows stores the batch once: it writes what the first attempt
+    did not and forwards the whole batch again (predictions already stored are kept, not repeated).
+    """
     parsed = validate_rows(rows)
     if parsed.errors:
         raise ApiError(
@@ -168,9 +180,29 @@ def ingest(
             f"{len(parsed.errors)} of {len(rows)} rows are invalid; nothing was stored. Fix them and send again.",
             details={"invalid_rows": parsed.errors[:100], "truncated": len(parsed.errors) > 100},
         )
-    batch_id = new_batch_id()
-    ids = repo.insert_batch(parsed.features, parsed.quality, source=source, batch_id=batch_id, pending=True)
+    batch_id, ids, replay = new_batch_id(), None, False
+    if idempotency_key is not None:
+        try:
+            claim = repo.claim_ingest_key(
+                idempotency_key, fingerprint=fingerprint(parsed.features, parsed.quality), rows=len(parsed.quality)
+            )
+        except IdempotencyKeyReused:
+            raise ApiError(
+                422, "IDEMPOTENCY_KEY_REUSED",
+                "This Idempotency-Key was first sent with other rows; nothing was stored. Use a new key for a "
+                "new batch.",
+            ) from None
+        batch_id, ids, replay = claim.batch_id, claim.ids, claim.replay
+    ids = repo.insert_batch(parsed.features, parsed.quality, source=source, batch_id=batch_id, pending=True, ids=ids)
     ROWS_INGESTED.labels(source).inc(len(ids))
     summary = forward(repo, forwarder, new_ids=ids, new_features=parsed.features, new_quality=parsed.quality,
                       backfill_limit=0, request_id=request_id)
-    return {"batch_id": batch_id, "inserted": len(ids), "ids": [str(i) for i in ids], **summary}
+    result = {"batch_id": batch_id, "inserted": len(ids), "ids": [str(i) for i in ids], **summary}
+    return result | {"replayed": True} if replay else result
+
+
+def fingerprint(features: np.ndarray, quality: list[int | None]) -> str:
+    """A digest of a parsed batch: the same rows, however they were sent (JSON or CSV), give the same one."""
+    digest = hashlib.sha256(np.ascontiguousarray(features, dtype=np.float64).tobytes())
+    digest.update(json.dumps(quality).encode())
+    return digest.hexdigest()

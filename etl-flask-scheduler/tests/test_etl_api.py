@@ -129,3 +129,10 @@ def test_wait_is_bounded_below_every_timeout(client, admin, wait):
     response = client.post(f"/jobs/etl/run?wait={wait}", headers=admin)
     assert response.status_code == 400
     assert response.get_json()["error_code"] == "INVALID_PARAMETER"
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 129, "é"])
+def test_ingest_with_a_malformed_idempotency_key_is_400(client, admin, key):
+    response = client.post("/ingest", json=ROWS, headers=admin | {"Idempotency-Key": key})
+    assert response.status_code == 400
+    assert response.get_json()["error_code"] == "INVALID_IDEMPOTENCY_KEY"

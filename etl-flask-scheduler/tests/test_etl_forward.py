@@ -87,3 +87,62 @@ def test_a_run_sweeps_orphans_into_its_backfill_and_leaves_young_rows_alone(repo
     assert repo.predictions.col.count_documents({"_id": old}) == 1 and pending_ids(repo) == set()
     assert run(repo, serving, sweep_rows=100)["swept"] == 0
     assert repo.predictions.col.count_documents({"_id": old}) == 1
+
+
+class FailingRows:
+    """The rows collection's insert_many fails after `keep` documents (the database went away mid-batch)."""
+
+    def __init__(self, col, keep: int) -> None:
+        self._col, self._keep = col, keep
+
+    def __getattr__(self, name):
+        return getattr(self._col, name)
+
+    def insert_many(self, docs, ordered=True):
+        from pymongo.errors import AutoReconnect
+
+        self._col.insert_many(docs[: self._keep], ordered=ordered)
+        raise AutoReconnect("connection closed")
+
+
+def test_an_ingest_retried_with_its_idempotency_key_stores_each_row_once(repo):
+    rows = generate_frame(50, seed=5).to_dict("records")
+    serving = StandInServing(repo, store=True)
+    real = repo.col
+    repo.col = FailingRows(real, keep=30)  # 30 of 50 rows written, then the database is gone
+    with pytest.raises(Exception, match="connection closed"):
+        services.ingest(rows, repo=repo, forwarder=serving, request_id="r1", idempotency_key="batch-7")
+    repo.col = real
+    assert real.count_documents({}) == 30 and len(pending_ids(repo)) == 50  # kept for the retry, marks first
+
+    again = services.ingest(rows, repo=repo, forwarder=serving, request_id="r2", idempotency_key="batch-7")
+    assert again["replayed"] is True and again["inserted"] == 50 and again["predicted"] == 50
+    assert real.count_documents({}) == 50 and pending_ids(repo) == set()
+    assert repo.predictions.col.count_documents({}) == 50
+
+    third = services.ingest(rows, repo=repo, forwarder=serving, request_id="r3", idempotency_key="batch-7")
+    assert third["batch_id"] == again["batch_id"] and third["ids"] == again["ids"]
+    assert real.count_documents({}) == 50 and repo.predictions.col.count_documents({}) == 50
+    fresh = services.ingest(rows, repo=repo, forwarder=serving, request_id="r4")  # no key: a new batch
+    assert "replayed" not in fresh and real.count_documents({}) == 100
+
+
+def test_an_idempotency_key_reused_for_other_rows_is_refused_and_stores_nothing(repo):
+    serving = StandInServing(repo, store=True)
+    first = generate_frame(5, seed=1).to_dict("records")
+    services.ingest(first, repo=repo, forwarder=serving, request_id="r1", idempotency_key="k")
+    other = generate_frame(5, seed=2).to_dict("records")
+    with pytest.raises(services.ApiError) as refused:
+        services.ingest(other, repo=repo, forwarder=serving, request_id="r2", idempotency_key="k")
+    assert refused.value.status == 422 and refused.value.error_code == "IDEMPOTENCY_KEY_REUSED"
+    assert repo.col.count_documents({}) == 5 and len(serving.calls) == 1
+
+
+def test_keyed_row_ids_carry_the_first_attempts_time():
+    from mlstack_core.rows import keyed_ids
+
+    seconds = int(dt.datetime(2026, 1, 2, tzinfo=dt.UTC).timestamp())
+    ids = keyed_ids("k", seconds, 3)
+    assert len(set(ids)) == 3 and ids == sorted(ids)
+    assert {i.generation_time for i in ids} == {dt.datetime(2026, 1, 2, tzinfo=dt.UTC)}
+    assert keyed_ids("other", seconds, 3)[0] != ids[0]

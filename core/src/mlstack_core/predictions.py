@@ -36,9 +36,10 @@ logger = logging.getLogger(__name__)
 
 PREDICTIONS_COLLECTION = "predictions"
 DUPLICATE_KEY = 11000
-# FerretDB (native runs, tests) answers an _id equality from its _id index but scans the whole collection for an
-# ``$in``; MongoDB answers both from the index. Up to this many ids are looked up one find each (cost bounded by
-# the ids, not by the collection), more with one ``$in``.
+# MongoDB answers an _id equality and an ``$in`` from the _id index. FerretDB's SQLite backend (native runs, tests)
+# uses no index for either: it filters an _id equality inside SQLite (0.12 s on 101,600 stored predictions) but
+# decodes every document for an ``$in`` (20.8 s on the same collection, beyond the 20 s socket timeout). Up to
+# this many ids are looked up one find each, more with one ``$in``.
 FEW_IDS = 64
 
 

@@ -17,6 +17,10 @@ pending mark or a stored prediction, never neither, and exactly one prediction o
 - :meth:`RowsRepository.sweep` re-marks rows found with neither (rows written by older code, marks deleted by
   hand), a bounded slice per call, walking the collection once behind a stored watermark.
 
+A batch sent with an idempotency key (:meth:`RowsRepository.claim_ingest_key`) gets row ids derived from the key,
+so a retry after the database went away mid-insert writes the missing rows, not a second copy; such a batch is
+not cleaned up on failure, the retry completes it.
+
 Only MongoDB features that FerretDB also implements are used (insert_many, find with sort/limit/projection and
 ``$in``/``$nin``/``$gt``/``$lt``, delete_many, update_one with upsert, ``$collStats`` count, create_index);
 tests run them against FerretDB.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import operator
 import uuid
@@ -38,7 +43,7 @@ import numpy as np
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from mlstack_core.data.generator import FEATURES, TARGET
 from mlstack_core.mongo import collection_count
@@ -60,6 +65,27 @@ def new_batch_id() -> str:
     return uuid.uuid4().hex
 
 
+class IdempotencyKeyReused(Exception):
+    """The idempotency key was first used for a different batch."""
+
+
+@dataclass(frozen=True)
+class IngestClaim:
+    """The batch an idempotency key stands for: its id, its row ids, and whether the key was seen before."""
+
+    batch_id: str
+    ids: list[ObjectId]
+    replay: bool
+
+
+def keyed_ids(key: str, seconds: int, count: int) -> list[ObjectId]:
+    """Row ids of a keyed batch: ObjectIds with the first attempt's time, bytes of the key and the row index."""
+    # The usual ObjectId layout (4-byte time, 5 bytes, 3-byte counter), so the sweep's time bounds still hold.
+    middle = hashlib.sha256(key.encode()).digest()[:5]
+    stamp = seconds.to_bytes(4, "big")
+    return [ObjectId(stamp + middle + index.to_bytes(3, "big")) for index in range(count)]
+
+
 @dataclass(frozen=True)
 class SweepResult:
     """One sweep slice: rows looked at, rows found with neither mark nor prediction (now pending again)."""
@@ -75,12 +101,35 @@ class RowsRepository:
         self.col = collection
         self.pending_col = collection.database[f"{collection.name}_pending"]
         self.sweep_col = collection.database[f"{collection.name}_sweep"]
+        self.keys_col = collection.database[f"{collection.name}_ingest_keys"]
         self.predictions = PredictionsRepository(collection.database[predictions])
 
     def ensure_indexes(self) -> None:
         """Indexes for the latest-rows read and the backfill query."""
         self.col.create_index([("datetime_", DESCENDING)], name="datetime_desc")
         self.pending_col.create_index([("datetime_", ASCENDING)], name="datetime_asc")
+
+    def claim_ingest_key(
+        self, key: str, *, fingerprint: str, rows: int, now: dt.datetime | None = None
+    ) -> IngestClaim:
+        """The batch of this idempotency key: a new one the first time, the same one (same ids) on a retry.
+
+        Raises IdempotencyKeyReused when the key was first sent with other rows.
+        """
+        now = now or dt.datetime.now(dt.UTC)
+        record = {"_id": key, "batch_id": new_batch_id(), "fingerprint": fingerprint, "rows": rows,
+                  "id_seconds": int(now.timestamp()), "created_at": now}
+        replay = False
+        try:
+            self.keys_col.insert_one(record)
+        except DuplicateKeyError:
+            first = self.keys_col.find_one({"_id": key})
+            if first is None:  # deleted by hand between the two calls
+                raise
+            if first.get("fingerprint") != fingerprint or first.get("rows") != rows:
+                raise IdempotencyKeyReused(key) from None
+            record, replay = first, True
+        return IngestClaim(record["batch_id"], keyed_ids(key, int(record["id_seconds"]), rows), replay)
 
     def insert_batch(
         self,
@@ -90,33 +139,42 @@ class RowsRepository:
         source: str,
         batch_id: str,
         pending: bool,
+        ids: Sequence[ObjectId] | None = None,
         now: dt.datetime | None = None,
     ) -> list[ObjectId]:
-        """Insert one batch, its pending marks first; on failure delete what was written: no half batch."""
+        """Insert one batch, its pending marks first; on failure delete what was written: no half batch.
+
+        With ``ids`` (a keyed batch) rows and marks already written are kept, on a retry and on failure: the
+        retry with the same ids writes only what is missing.
+        """
         now = now or dt.datetime.now(dt.UTC)
+        keyed = ids is not None
+        row_ids = list(ids) if keyed else [ObjectId() for _ in range(len(features))]
+        if len(row_ids) != len(features):
+            raise ValueError(f"{len(row_ids)} ids for {len(features)} rows")
         docs = []
-        for row, q in zip(features.tolist(), quality, strict=True):
-            doc: dict[str, Any] = {"_id": ObjectId(), **dict(zip(FEATURES, row, strict=True))}
+        for row_id, row, q in zip(row_ids, features.tolist(), quality, strict=True):
+            doc: dict[str, Any] = {"_id": row_id, **dict(zip(FEATURES, row, strict=True))}
             if q is not None:
                 doc[TARGET] = int(q)
             doc.update(datetime_=now, batch_id=batch_id, source=source)
             docs.append(doc)
-        ids = [doc["_id"] for doc in docs]
         try:
             if pending:
                 # Marks first: if what follows fails or the process dies, no row exists without its mark.
-                self.pending_col.insert_many(
-                    [{"_id": row_id, "datetime_": now, "batch_id": batch_id} for row_id in ids], ordered=True
-                )
-            self.col.insert_many(docs, ordered=True)
+                marks = [{"_id": row_id, "datetime_": now, "batch_id": batch_id} for row_id in row_ids]
+                _insert(self.pending_col, marks, keep_existing=keyed)
+            _insert(self.col, docs, keep_existing=keyed)
         except PyMongoError:
+            if keyed:
+                raise
             # Rows first, then marks, so a cleanup cut short by the database going away leaves marks, not rows
             # without them. If the database is gone, nothing more can be written either.
             with contextlib.suppress(PyMongoError):
                 self.col.delete_many({"batch_id": batch_id})
                 self.pending_col.delete_many({"batch_id": batch_id})
             raise
-        return ids
+        return row_ids
 
     def pending(
         self, *, limit: int, exclude: Iterable[ObjectId] = (), now: dt.datetime | None = None
@@ -181,11 +239,7 @@ class RowsRepository:
         if orphans:
             marks = [{"_id": r["_id"], "datetime_": r.get("datetime_", now), "batch_id": r.get("batch_id")}
                      for r in orphans]
-            try:
-                self.pending_col.insert_many(marks, ordered=False)
-            except BulkWriteError as exc:  # a mark written meanwhile is as good as ours
-                if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                    raise
+            _insert(self.pending_col, marks, keep_existing=True)  # a mark written meanwhile is as good as ours
             logger.warning("sweep: %d rows had neither a pending mark nor a prediction; pending again", len(orphans))
         self.sweep_col.update_one(
             {"_id": _WATERMARK}, {"$set": {"last_id": ids[-1], "updated_at": now}}, upsert=True
@@ -253,6 +307,18 @@ class RowsRepository:
                 blocks.append(block[finite])
         data = np.vstack(blocks) if blocks else np.empty((0, len(FEATURES) + 1))
         return data[:, :-1], data[:, -1], skipped
+
+
+def _insert(col: Collection, docs: list[dict[str, Any]], *, keep_existing: bool) -> None:
+    """insert_many; with keep_existing a document already there (same _id) counts as written."""
+    if not keep_existing:
+        col.insert_many(docs, ordered=True)
+        return
+    try:
+        col.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
 
 
 def _older(value: Any, cutoff: dt.datetime) -> bool:
