@@ -97,7 +97,7 @@ def test_registry_password_placeholders_are_refused(monkeypatch, password):
 
 def test_registry_credentials_reach_mlflows_client(monkeypatch):
     settings = _registry(monkeypatch, mlflow_tracking_username="serving", mlflow_tracking_password=REGISTRY_PASSWORD)
-    settings.configure_mlflow_client()
+    settings.configure_registry_client()
     from mlflow.utils.credentials import read_mlflow_creds
 
     assert read_mlflow_creds() == ("serving", REGISTRY_PASSWORD)

@@ -11,7 +11,6 @@ from mlstack_core.appkit import add_readiness_check, create_base_app
 from mlstack_core.jobs import LeaderElector
 from mlstack_core.lifecycle import on_shutdown
 from mlstack_core.predictions import PredictionsRepository
-from mlstack_core.registry_calls import configure_http
 from mlstack_core.rows import RowsRepository
 from mlstack_core.settings import load_settings
 from serving import legacy, metrics, routes, scoring
@@ -28,14 +27,13 @@ logger = logging.getLogger(__name__)
 def create_app(test_config: dict[str, Any] | None = None, *, registry: Any = None) -> Flask:
     """Build the serving app; tests pass settings as test_config and may pass a registry stand-in."""
     settings = load_settings(ServingSettings, test_config)
-    configure_http(settings.registry_request_seconds)
+    settings.configure_registry_client()
     app = create_base_app(__name__, settings, max_body_bytes=8 * 1024 * 1024)
     mongo = app.extensions["mongo"]
     # Shutdown callbacks run newest first: the client closes after the writer's final flush.
     on_shutdown(mongo.close)
 
     if registry is None:
-        settings.configure_mlflow_client()
         registry = RegistryClient(settings.mlflow_tracking_uri)
     store = ModelStore(
         registry,

@@ -11,7 +11,6 @@ from mlstack_core.appkit import add_readiness_check, create_base_app
 from mlstack_core.job_routes import install_job
 from mlstack_core.jobs import IntervalSpec, JobDefinition, JobService, RunContext
 from mlstack_core.lifecycle import on_shutdown
-from mlstack_core.registry_calls import configure_http
 from mlstack_core.settings import load_settings
 from training import routes
 from training.abandoned import fail_abandoned_mlflow_runs
@@ -26,12 +25,11 @@ JOB_NAME = "training"
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the training app; training runs in the scheduler process, once across replicas (mlstack_core.jobs)."""
     settings = load_settings(TrainingSettings, test_config)
-    configure_http(settings.registry_request_seconds)
+    settings.configure_registry_client()
     app = create_base_app(__name__, settings)
     mongo = app.extensions["mongo"]
     on_shutdown(mongo.close)
 
-    settings.configure_mlflow_client()
     registry = ModelRegistry(
         settings.mlflow_tracking_uri, model_name=settings.model_name, experiment_name=settings.mlflow_experiment_name
     )

@@ -17,6 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, Validation
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlstack_core.predictions import PREDICTIONS_COLLECTION
+from mlstack_core.registry_calls import configure_http
 
 # Values people leave in .env files by accident; a stack must never start with them.
 PLACEHOLDER_SECRETS = frozenset(
@@ -129,7 +130,7 @@ class RegistryClientSettings(BaseSettings):
     whom it logs in as.
 
     MLflow's basic auth gives each service its own user (training may write, serving only read). The credentials
-    use MLflow's own variable names; :meth:`configure_mlflow_client` hands them to MLflow's client, which
+    use MLflow's own variable names; :meth:`configure_registry_client` hands them to MLflow's client, which
     reads only its environment. Both are unset for a registry without auth, never half set.
     """
 
@@ -157,8 +158,12 @@ class RegistryClientSettings(BaseSettings):
             raise ValueError("is set but MLFLOW_TRACKING_USERNAME is not")
         return _strong_secret(value)
 
-    def configure_mlflow_client(self) -> None:
-        """Hand this process's MLflow client the registry user (it reads its environment per call), loaders closed."""
+    def configure_registry_client(self) -> None:
+        """Set this process's MLflow client up: per-call time limits, the registry user, MLflow's loaders closed.
+
+        The client reads its environment per call, so this is the one place the apps configure it.
+        """
+        configure_http(self.registry_request_seconds)
         # Models load through mlstack_core.model_files (skops, allow-listed types); MLflow's own loaders stay shut.
         os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
         if self.mlflow_tracking_username and self.mlflow_tracking_password is not None:
