@@ -8,3 +8,6 @@ from mlstack_core.gunicorn_conf import *  # noqa: F403
 
 # The scheduler runs in a child of the master, not in a request worker (see mlstack_core.gunicorn_scheduler).
 from mlstack_core.gunicorn_scheduler import on_exit, when_ready  # noqa: F401
+
+# What the image runs (compose/app.Dockerfile); a command-line app, as in the native stack, takes precedence.
+wsgi_app = "etl.app:create_app()"
