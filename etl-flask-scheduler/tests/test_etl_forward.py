@@ -146,3 +146,23 @@ def test_keyed_row_ids_carry_the_first_attempts_time():
     assert len(set(ids)) == 3 and ids == sorted(ids)
     assert {i.generation_time for i in ids} == {dt.datetime(2026, 1, 2, tzinfo=dt.UTC)}
     assert keyed_ids("other", seconds, 3)[0] != ids[0]
+
+
+def test_a_run_with_mongodb_refusing_connections_fails_on_the_server_selection_timeout():
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from devstack.ports import free_port
+    from mlstack_core.jobs.runner import public_error
+    from mlstack_core.mongo import MongoProvider
+
+    # Nothing listens on the port: every connection is refused, as with MongoDB stopped.
+    provider = MongoProvider(f"mongodb://127.0.0.1:{free_port()}/", "db", timeout_ms=300)
+    try:
+        assert provider.client().options.server_selection_timeout == 0.3  # MONGO_TIMEOUT_MS bounds the wait
+        repo = RowsRepository(provider.db()["rows"])
+        serving = StandInServing(repo, store=True)
+        with pytest.raises(ServerSelectionTimeoutError) as failed:
+            run(repo, serving)
+        assert public_error(failed.value) == "MongoDB unavailable" and serving.calls == []
+    finally:
+        provider.close()
