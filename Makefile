@@ -9,7 +9,8 @@ test:
 	scripts/test.sh
 
 # Starts FerretDB, S3, MLflow, the three services behind Nginx and Prometheus; Ctrl-C stops everything.
-# Extra flags: make dev DEVSTACK_ARGS="--fixed-ports" (or "--no-prometheus")
+# On the README's ports where free (it says which it took instead); extra flags: make dev
+# DEVSTACK_ARGS="--random-ports" (or "--no-prometheus")
 dev: install
 	PYTHONPATH=scripts .venv/bin/python -m devstack up $(DEVSTACK_ARGS)
 

@@ -10,13 +10,15 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from devstack.servers import REPO_ROOT
 from devstack.stack import NativeStack, load_or_create_secrets
 
 log = logging.getLogger("devstack")
 
-# The original deployment's Nginx ports; each is used only when free (80 needs root), else any free port.
+# The README's ports (the original deployment's); each is used when free (80 needs root), else any free port,
+# and the command says which it took instead. --random-ports takes free ports for all.
 FIXED_PORTS: dict[str, list[int]] = {
     "serving": [80, 8080],
     "etl": [5554],
@@ -33,7 +35,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start FerretDB, S3, MLflow, the three services behind Nginx and Prometheus")
     up.add_argument("--workdir", type=Path, default=REPO_ROOT / ".devstack", help="data and logs (kept)")
-    up.add_argument("--fixed-ports", action="store_true", help="use the usual ports where they are free")
+    up.add_argument("--random-ports", action="store_true", help="free ports for all, not the README's ports")
+    # The README ports are the default now; the old flag is still accepted.
+    up.add_argument("--fixed-ports", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--workers", type=int, default=2, help="Gunicorn workers per service")
     up.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     up.add_argument("--log-level", default="INFO")
@@ -45,7 +49,7 @@ def _print_urls(stack: NativeStack, admin_token: str) -> None:
     lines = ["", "devstack is up:"]
     for name, url in stack.urls.items():
         label = "mlflow (UI, API)" if name == "mlflow" else name
-        lines.append(f"  {label:<18} {url}")
+        lines.append(f"  {label:<18} {url}{_port_note(name, url, stack.ports)}")
     lines.append(f"  {'admin token':<18} {admin_token}")
     if stack.mlflow is not None:
         login = stack.mlflow.client_env("admin")
@@ -56,6 +60,20 @@ def _print_urls(stack: NativeStack, admin_token: str) -> None:
         lines.append(f"  {'skipped':<18} {', '.join(stack.skipped)} (not importable yet)")
     lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)
+
+
+def _port_note(name: str, url: str, wanted: dict[str, int | list[int]]) -> str:
+    """Why a service is not on its README port: the port was busy (or, for 80, needs root)."""
+    usual = wanted.get("ferretdb" if name == "mongo" else name)
+    if not usual:
+        return ""
+    usual = [usual] if isinstance(usual, int) else list(usual)
+    port = urlsplit(url).port
+    if port == usual[0]:
+        return ""
+    busy = " and ".join(str(p) for p in usual if p != port)
+    reason = "busy or needs root" if usual[0] < 1024 else "busy"
+    return f"  ({busy} {reason}: took {port})"
 
 
 def _watch(stack: NativeStack, stop: threading.Event) -> None:
@@ -90,7 +108,7 @@ def up(args: argparse.Namespace) -> int:
         admin_token=admin_token,
         service_token=os.environ.get("SERVICE_TOKEN") or None,
         workers=args.workers,
-        ports=FIXED_PORTS if args.fixed_ports else None,
+        ports=None if args.random_ports else FIXED_PORTS,
         prometheus=not args.no_prometheus,
     )
     try:

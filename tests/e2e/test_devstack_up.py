@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -22,7 +24,11 @@ START_TIMEOUT = 180
 
 
 def test_devstack_up_serves_every_service_and_prometheus_scrapes_them(tmp_path: Path) -> None:
+    """On the README's ports where they are free; the ETL's (5554) is held busy here, and the output says so."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "scripts"), "SEED_ROWS": "20"}
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 5554))  # fails if something else holds it: then this test cannot say what it checks
+    busy.listen()
     for key in ("ADMIN_TOKEN", "SERVICE_TOKEN", "MONGO_URI", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         env.pop(key, None)
     proc = subprocess.Popen(
@@ -43,9 +49,14 @@ def test_devstack_up_serves_every_service_and_prometheus_scrapes_them(tmp_path: 
     reader.start()
     try:
         assert up.wait(START_TIMEOUT), "devstack did not come up:\n" + "".join(output[-40:])
-        urls = dict(re.findall(r"^\s{2}(\S+)\s+(http://\S+)$", "".join(output), re.MULTILINE))
+        urls = dict(re.findall(r"^\s{2}(\S+)\s+(http://\S+)", "".join(output), re.MULTILINE))
         for name in ("serving", "etl", "training", "prometheus"):
             assert name in urls, f"{name} missing from the printed URLs: {urls}"
+        printed = "".join(output)
+        assert urlsplit(urls["etl"]).port != 5554 and "(5554 busy: took" in printed, printed
+        for name, port in (("training", 5555), ("prometheus", 9090)):
+            if f"({port} busy" not in printed:  # another program on this machine may hold one
+                assert urlsplit(urls[name]).port == port, (name, urls[name])
         for name in ("serving", "etl", "training"):
             assert requests.get(f"{urls[name]}/health", timeout=10).status_code == 200
 
@@ -66,4 +77,5 @@ def test_devstack_up_serves_every_service_and_prometheus_scrapes_them(tmp_path: 
             proc.kill()
             code = proc.wait(timeout=10)
         reader.join(timeout=10)
+        busy.close()
     assert code == 0, "".join(output[-40:])
