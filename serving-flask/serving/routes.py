@@ -8,11 +8,13 @@ from mlstack_core.appkit import get_mongo, get_settings
 from mlstack_core.auth import is_service_caller, require_admin, require_service_caller
 from mlstack_core.data.generator import FEATURES
 from mlstack_core.errors import ApiError
+from mlstack_core.openapi import RowsQuery, document, service_token_optional
 from mlstack_core.predictions import PredictionsRepository
 from mlstack_core.rows import RowsRepository
 from mlstack_core.validation import bounded_int
 from serving import services
 from serving.model_store import ModelStore
+from serving.schemas import PredictAnswer, PredictBody
 
 bp = Blueprint("serving", __name__)
 
@@ -78,6 +80,8 @@ def index():
 
 
 @bp.post("/predict")
+@document(json=PredictBody, responses={200: PredictAnswer})
+@service_token_optional
 def predict():
     """Predict one row or a batch; the answer names the model version that made it."""
     result = predict_payload(request_json())
@@ -119,6 +123,7 @@ def reload_model():
 
 
 @bp.get("/data/latest")
+@document(query=RowsQuery)
 def latest_data():
     """The newest rows (default 10, at most 1000) with their predictions."""
     n = bounded_int(request.args.get("n"), name="n", default=10, low=1, high=MAX_LATEST)

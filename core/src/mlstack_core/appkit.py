@@ -15,6 +15,7 @@ from mlstack_core.json_request import JsonRequest
 from mlstack_core.logs import configure_logging
 from mlstack_core.metrics import install_metrics
 from mlstack_core.mongo import MongoProvider
+from mlstack_core.openapi import install_openapi
 from mlstack_core.request_id import install_request_id
 from mlstack_core.settings import BaseServiceSettings
 
@@ -47,6 +48,7 @@ def create_base_app(
     register_error_handlers(app)
     install_metrics(app, settings.service_name)
     _register_probes(app)
+    install_openapi(app, title=f"mlstack {settings.service_name}")
     logger.info("%s app created", settings.service_name)
     return app
 

@@ -15,6 +15,7 @@ from typing import Any
 from flask import current_app, request
 
 from mlstack_core.errors import ApiError
+from mlstack_core.openapi import ADMIN_ATTR
 
 TOKEN_HEADER = "X-Admin-Token"  # noqa: S105 - a header name, not a secret
 
@@ -74,4 +75,5 @@ def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
             raise ApiError(403, "AUTH_INVALID", "The admin token is not valid for this service.")
         return view(*args, **kwargs)
 
+    setattr(wrapper, ADMIN_ATTR, True)  # the OpenAPI document attaches the admin security scheme
     return wrapper
