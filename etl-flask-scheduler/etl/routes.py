@@ -11,6 +11,8 @@ from mlstack_core.appkit import get_mongo, get_settings
 from mlstack_core.auth import require_admin
 from mlstack_core.csv_rows import parse_csv
 from mlstack_core.errors import ApiError
+from mlstack_core.openapi import document
+from mlstack_core.row_schemas import RowsPayload
 from mlstack_core.rows import RowsRepository
 from mlstack_core.validation import extract_rows
 
@@ -45,6 +47,7 @@ def index():
 
 
 @bp.post("/ingest")
+@document(json=RowsPayload)
 @require_admin
 def ingest():
     """Extract data from outside: JSON rows, a CSV body (text/csv) or a CSV file upload (field 'file')."""

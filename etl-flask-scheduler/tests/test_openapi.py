@@ -7,6 +7,9 @@ def test_document_is_openapi_31_and_lists_every_route(app, client):
     doc = check_document(app, client)
     assert {"POST /ingest", "PUT /jobs/{job}", "POST /jobs/{job}/run", "GET /manualEtl/"} <= admin_operations(doc)
     assert "GET /jobs/{job}" not in admin_operations(doc)
+    assert "requestBody" in doc["paths"]["/jobs/{job}"]["put"]
+    assert "wait" in [p["name"] for p in doc["paths"]["/jobs/{job}/run"]["post"]["parameters"]]
+    assert set(doc["paths"]["/jobs/{job}/run"]["post"]["responses"]) >= {"200", "202", "4XX", "5XX"}
 
 
 def test_docs_page_uses_only_local_assets(client):

@@ -14,6 +14,7 @@ from flask import Blueprint, jsonify, request
 
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
 from mlstack_core.errors import ApiError
+from mlstack_core.openapi import RowsQuery, document
 from mlstack_core.validation import bounded_int
 from serving import routes, services
 
@@ -51,6 +52,7 @@ def length_data():
 
 
 @bp.get("/getLatestData/")
+@document(query=RowsQuery)
 def latest_data():
     """The newest rows (default 5) as one object keyed by their position in the collection, oldest first."""
     n = bounded_int(request.args.get("n"), name="n", default=ORIGINAL_LATEST_ROWS, low=1, high=routes.MAX_LATEST)

@@ -14,7 +14,7 @@ from mlstack_core.rows import RowsRepository
 from mlstack_core.validation import bounded_int
 from serving import services
 from serving.model_store import ModelStore
-from serving.schemas import PredictAnswer, PredictBody
+from serving.schemas import CountAnswer, PredictAnswer, PredictBody
 
 bp = Blueprint("serving", __name__)
 
@@ -131,6 +131,7 @@ def latest_data():
 
 
 @bp.get("/data/count")
+@document(responses={200: CountAnswer})
 def data_count():
     """Number of rows stored, and how many still wait for a prediction."""
     repo = rows_repository()

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 from mlstack_core.row_schemas import RowsPayload as PredictBody
 
-__all__ = ["ModelInfo", "PredictAnswer", "PredictBody"]
+__all__ = ["CountAnswer", "ModelInfo", "PredictAnswer", "PredictBody"]
 
 
 class ModelInfo(BaseModel):
@@ -27,3 +27,10 @@ class PredictAnswer(BaseModel):
     prediction: float | None = Field(None, examples=[5.9])
     predictions: list[float] | None = None
     stored: int | None = Field(None, description="rows whose prediction is in MongoDB now (row-id requests)")
+
+
+class CountAnswer(BaseModel):
+    """``/data/count``: rows stored and rows still waiting for a prediction."""
+
+    count: int = Field(examples=[4898])
+    pending: int = Field(examples=[0])

@@ -7,7 +7,14 @@ def test_document_is_openapi_31_and_lists_every_route(app, client):
     doc = check_document(app, client)
     assert {"POST /model/reload", "GET /loadModel/"} <= admin_operations(doc)
     assert "POST /predict" not in admin_operations(doc)
-    assert {"serviceToken": []} in doc["paths"]["/predict"]["post"]["security"]
+    predict = doc["paths"]["/predict"]["post"]
+    assert {"serviceToken": []} in predict["security"]
+    assert "application/json" in predict["requestBody"]["content"]
+    answer = predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert {"model", "request_id", "prediction", "predictions", "stored"} <= set(
+        doc["components"]["schemas"][answer]["properties"])
+    assert [p["name"] for p in doc["paths"]["/data/latest"]["get"]["parameters"]] == ["n"]
+    assert doc["paths"]["/getLengthData/"]["get"]["deprecated"] is True
 
 
 def test_docs_page_uses_only_local_assets(client):

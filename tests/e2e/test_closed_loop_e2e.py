@@ -148,6 +148,18 @@ def test_bootstrap_gives_a_champion_served_by_every_worker(stack, registry):
     wait_until(lambda: worker_versions(stack) == {"1"}, 30, "every serving worker on v1")
 
 
+def test_openapi_and_docs_answer_through_nginx_on_every_service(stack):
+    # The contract of each service, through its Nginx: the document, Swagger UI and one of its local assets.
+    for service in ("serving", "etl", "training"):
+        base = stack.urls[service]
+        doc = requests.get(f"{base}/openapi.json", timeout=TIMEOUT)
+        assert doc.status_code == 200, (service, doc.text[:200])
+        assert doc.json()["openapi"].startswith("3.1") and "/health" in doc.json()["paths"]
+        page = requests.get(f"{base}/docs", timeout=TIMEOUT)
+        assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text, service
+        assert requests.get(f"{base}/docs/swagger-ui-bundle.js", timeout=TIMEOUT).status_code == 200, service
+
+
 def test_winning_run_is_promoted_and_served_without_failed_requests(stack, admin, registry):
     rows = shifted_rows(3000, seed=21)
     response = requests.post(f"{stack.urls['etl']}/ingest", json=rows, headers=admin, timeout=120)

@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from mlstack_core.appkit import get_settings
 from mlstack_core.auth import require_admin
+from mlstack_core.openapi import RowsQuery, document
 from mlstack_core.validation import bounded_int
 from training.services import TrainingService
 
@@ -49,6 +50,7 @@ def model_status():
 
 
 @bp.get("/promotions")
+@document(query=RowsQuery)
 def promotions():
     """The latest promotion decisions, newest first (default 20)."""
     n = bounded_int(request.args.get("n"), name="n", default=20, low=1, high=MAX_PROMOTIONS)

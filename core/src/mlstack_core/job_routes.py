@@ -2,14 +2,56 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any, Literal
+
 from flask import Blueprint, Flask, current_app, g, jsonify, request, url_for
+from pydantic import BaseModel, Field, RootModel
 
 from mlstack_core.auth import require_admin
 from mlstack_core.errors import ApiError
 from mlstack_core.jobs import JobDefinition, JobService, is_run_id, parse_schedule, public_record
+from mlstack_core.jobs.schedule import CronSpec, IntervalSpec, ScheduleUpdate
+from mlstack_core.openapi import LEGACY_DEFAULTS, WaitQuery, document
 
 # Below every timeout on a request's path: Nginx's proxy_read_timeout (30 s) and Gunicorn's timeout (60 s).
 MAX_WAIT_SECONDS = 20
+
+
+class ScheduleBody(RootModel[Annotated[IntervalSpec | CronSpec, Field(discriminator="trigger")] | ScheduleUpdate]):
+    """``{"trigger": "interval", "minutes": 5}``, ``{"trigger": "cron", "cron": "*/5 * * * *"}`` or either as
+    ``{"schedule": {...}}`` (parse_schedule validates it)."""
+
+
+class JobAnswer(BaseModel):
+    """A job's schedule and state (JobService.get_job), for the OpenAPI document."""
+
+    id: str
+    schedule: dict[str, Any] = Field(examples=[{"trigger": "interval", "seconds": 300, "minutes": 0, "hours": 0}])
+    paused: bool
+    next_run_time: str | None
+    updated_at: str | None
+    last_run: dict[str, Any] | None
+
+
+class RunAnswer(BaseModel):
+    """A run record as clients see it (jobs.public_record) and where to poll it."""
+
+    run_id: str = Field(examples=["0f3c2a9e8b7d4c1e9a2b3c4d5e6f7a8b"])
+    job: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    trigger: Literal["manual", "schedule"] | None
+    fire_time: str | None
+    requested_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    request_id: str | None
+    epoch: int | None
+    result: dict[str, Any] | None
+    error: str | None
+    status_url: str
+
+
+_RUN = {200: RunAnswer, 202: RunAnswer}
 
 
 def get_job_service() -> JobService:
@@ -35,14 +77,16 @@ def make_job_blueprint(*, legacy_noun: str, legacy_manual: str) -> Blueprint:
     bp = Blueprint("jobs", __name__)
 
     @bp.get("/jobs/<job>")
-    @bp.get(f"/get{legacy_noun}Job/", defaults={"job": None})
+    @bp.get(f"/get{legacy_noun}Job/", defaults=LEGACY_DEFAULTS)
+    @document(responses={200: JobAnswer})
     def get_job(job: str | None):
         """The job's schedule, pause state and next run time."""
         service = _checked(job)
         return jsonify(service.get_job())
 
     @bp.put("/jobs/<job>")
-    @bp.post(f"/modify{legacy_noun}Job/", defaults={"job": None})
+    @bp.post(f"/modify{legacy_noun}Job/", defaults=LEGACY_DEFAULTS)
+    @document(json=ScheduleBody, responses={200: JobAnswer})
     @require_admin
     def modify_job(job: str | None):
         """Change the schedule: an interval or a cron expression, validated."""
@@ -51,21 +95,24 @@ def make_job_blueprint(*, legacy_noun: str, legacy_manual: str) -> Blueprint:
         return jsonify(service.modify(spec))
 
     @bp.post("/jobs/<job>/pause")
-    @bp.get(f"/pause{legacy_noun}Job/", defaults={"job": None})
+    @bp.get(f"/pause{legacy_noun}Job/", defaults=LEGACY_DEFAULTS)
+    @document(responses={200: JobAnswer})
     @require_admin
     def pause_job(job: str | None):
         """Pause the schedule."""
         return jsonify(_checked(job).set_paused(True))
 
     @bp.post("/jobs/<job>/resume")
-    @bp.get(f"/resume{legacy_noun}Job/", defaults={"job": None})
+    @bp.get(f"/resume{legacy_noun}Job/", defaults=LEGACY_DEFAULTS)
+    @document(responses={200: JobAnswer})
     @require_admin
     def resume_job(job: str | None):
         """Resume the schedule."""
         return jsonify(_checked(job).set_paused(False))
 
     @bp.post("/jobs/<job>/run")
-    @bp.get(f"/manual{legacy_manual}/", defaults={"job": None})
+    @bp.get(f"/manual{legacy_manual}/", defaults=LEGACY_DEFAULTS)
+    @document(query=WaitQuery, responses=_RUN)
     @require_admin
     def run_job(job: str | None):
         """Queue a run now; answers 202 with its id (``?wait=N`` waits up to N <= 20 seconds for the result)."""
@@ -83,6 +130,7 @@ def make_job_blueprint(*, legacy_noun: str, legacy_manual: str) -> Blueprint:
         return _run_response(record)
 
     @bp.get("/jobs/runs/<run_id>")
+    @document(responses=_RUN)
     def run_status(run_id: str):
         """A run's status and result."""
         # A malformed id is answered without a lookup, and never echoed back (it may be anything).

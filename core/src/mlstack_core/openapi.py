@@ -11,6 +11,7 @@ error shape on every 4XX/5XX, the two security schemes on the operations that ch
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from typing import Any
@@ -95,9 +96,14 @@ def is_legacy(rule: Any) -> bool:
 
 def build_document(app: Flask, *, title: str, version: str = "0.1.0") -> dict[str, Any]:
     """The OpenAPI 3.1 document of this app's registered routes."""
-    with app.app_context():
-        # A fresh build per call: one process may hold several apps (tests), spectree caches one document.
-        doc = _spec._generate_spec()
+    # A fresh build per app: one process may hold several apps (tests). spectree builds its document once
+    # (.spec caches it, and building moves nested $defs out of its models), so build from a copy of them.
+    models = copy.deepcopy(_spec.models)
+    try:
+        with app.app_context():
+            doc = _spec._generate_spec()
+    finally:
+        _spec.models = models
     doc["info"] = {"title": title, "version": version,
                    "description": "Errors are JSON: {error_code, message, details?, request_id}."}
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
@@ -129,10 +135,28 @@ def build_document(app: Flask, *, title: str, version: str = "0.1.0") -> dict[st
                 operation["deprecated"] = True
                 operation["description"] = ("Original template alias, kept for its clients. "
                                             + operation.get("description", "")).strip()
-    # spectree's ValidationError models are never answered: skip_validation leaves validation to us.
-    for name in [n for n in schemas if n.startswith("ValidationError")]:
-        del schemas[name]
+    # Keep the schemas this app's operations use: models of other services' views (imported in the same
+    # process) and spectree's ValidationError (never answered: skip_validation) are left out.
+    doc["components"]["schemas"] = _reachable(doc, schemas)
     return doc
+
+
+def _reachable(doc: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    prefix = "#/components/schemas/"
+    keep: dict[str, Any] = {}
+    todo = [doc["paths"]]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(prefix) and ref[len(prefix):] not in keep:
+                name = ref[len(prefix):]
+                keep[name] = schemas[name]
+                todo.append(schemas[name])
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return dict(sorted(keep.items()))
 
 
 def _is_spectree_422(response: dict[str, Any] | None) -> bool:
