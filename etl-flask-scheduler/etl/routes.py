@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, current_app, g, jsonify, request
+from pydantic import BaseModel, Field
 
 from etl import services
 from mlstack_core.appkit import get_mongo, get_settings
@@ -17,6 +18,13 @@ from mlstack_core.rows import RowsRepository
 from mlstack_core.validation import extract_rows
 
 bp = Blueprint("etl", __name__)
+
+
+class IngestHeaders(BaseModel):
+    """``Idempotency-Key``: a retry with the same key writes only the rows still missing."""
+
+    idempotency_key: str | None = Field(None, alias="Idempotency-Key", max_length=128,
+                                        pattern=r"^[A-Za-z0-9._:-]+$", examples=["3f1c9a2e-ingest-1"])
 
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -47,7 +55,7 @@ def index():
 
 
 @bp.post("/ingest")
-@document(json=RowsPayload)
+@document(json=RowsPayload, headers=IngestHeaders)
 @require_admin
 def ingest():
     """Extract data from outside: JSON rows, a CSV body (text/csv) or a CSV file upload (field 'file')."""

@@ -8,6 +8,8 @@ def test_document_is_openapi_31_and_lists_every_route(app, client):
     assert {"POST /ingest", "PUT /jobs/{job}", "POST /jobs/{job}/run", "GET /manualEtl/"} <= admin_operations(doc)
     assert "GET /jobs/{job}" not in admin_operations(doc)
     assert "requestBody" in doc["paths"]["/jobs/{job}"]["put"]
+    ingest = doc["paths"]["/ingest"]["post"]
+    assert {(p["in"], p["name"]) for p in ingest["parameters"]} == {("header", "Idempotency-Key")}
     assert "wait" in [p["name"] for p in doc["paths"]["/jobs/{job}/run"]["post"]["parameters"]]
     assert set(doc["paths"]["/jobs/{job}/run"]["post"]["responses"]) >= {"200", "202", "4XX", "5XX"}
 

@@ -66,9 +66,10 @@ SECURITY_SCHEMES = {
 
 def document(
     *, query: type[BaseModel] | None = None, json: type[BaseModel] | None = None,
+    headers: type[BaseModel] | None = None,
     responses: dict[int, type[BaseModel] | None] | None = None, tags: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Describe a view's query, JSON body and responses in the document; never validates anything."""
+    """Describe a view's query, headers, JSON body and responses in the document; never validates anything."""
     resp = Response(**{f"HTTP_{status}": model for status, model in (responses or {}).items()}) if responses else None
 
     def attach(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -76,7 +77,9 @@ def document(
         # (hooks, response handling) even with skip_validation. Keep the metadata, return the view unwrapped,
         # so documenting a route costs it nothing (bench/openapi_validation.py; the unit tests would catch a
         # spectree release that stores it elsewhere: the bodies would vanish from the document).
-        wrapper = _spec.validate(query=query, json=json, resp=resp, tags=tags, skip_validation=True)(view)
+        wrapper = _spec.validate(
+            query=query, json=json, headers=headers, resp=resp, tags=tags, skip_validation=True
+        )(view)
         _spec._function_metadata[view] = _spec.get_function_metadata(wrapper)
         return view
 
