@@ -17,6 +17,7 @@ from mlstack_core.errors import ApiError
 from mlstack_core.openapi import RowsQuery, document
 from mlstack_core.validation import bounded_int
 from serving import routes, services
+from serving.schemas import LengthDataAnswer
 
 bp = Blueprint("serving_legacy", __name__)
 
@@ -44,6 +45,7 @@ def predict_dummy():
 
 
 @bp.get("/getLengthData/")
+@document(responses={200: LengthDataAnswer})
 def length_data():
     """``{"lengthData": N}``: the number of rows (with ``count`` and ``pending`` as on /data/count)."""
     repo = routes.rows_repository()

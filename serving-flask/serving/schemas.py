@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 from mlstack_core.row_schemas import RowsPayload as PredictBody
 
-__all__ = ["CountAnswer", "ModelInfo", "PredictAnswer", "PredictBody"]
+__all__ = ["CountAnswer", "InvocationsAnswer", "LengthDataAnswer", "ModelInfo", "PredictAnswer", "PredictBody"]
 
 
 class ModelInfo(BaseModel):
@@ -34,3 +34,15 @@ class CountAnswer(BaseModel):
 
     count: int = Field(examples=[4898])
     pending: int = Field(examples=[0])
+
+
+class LengthDataAnswer(CountAnswer):
+    """The original ``/getLengthData/``: ``lengthData`` (= ``count``), with ``count`` and ``pending`` beside it."""
+
+    lengthData: int = Field(examples=[4898])
+
+
+class InvocationsAnswer(BaseModel):
+    """``/invocations`` (MLflow's scoring protocol): one prediction per row, in order."""
+
+    predictions: list[float] = Field(examples=[[5.9, 6.1]])

@@ -16,8 +16,10 @@ from flask import Blueprint, Response, jsonify, request
 
 from mlstack_core.csv_rows import parse_csv
 from mlstack_core.errors import ApiError
+from mlstack_core.openapi import document
 from mlstack_core.validation import MAX_ROWS_PER_REQUEST, extract_rows
 from serving import routes, services
+from serving.schemas import InvocationsAnswer
 
 bp = Blueprint("scoring", __name__)
 
@@ -26,6 +28,7 @@ CONTENT_TYPES = ("application/json", "text/csv")
 
 
 @bp.post("/invocations")
+@document(responses={200: InvocationsAnswer})
 def invocations():
     """Predict rows sent as MLflow's scoring server takes them; ``{"predictions": [...]}``."""
     if request.mimetype == "text/csv":

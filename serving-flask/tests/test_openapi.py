@@ -15,6 +15,14 @@ def test_document_is_openapi_31_and_lists_every_route(app, client):
         doc["components"]["schemas"][answer]["properties"])
     assert [p["name"] for p in doc["paths"]["/data/latest"]["get"]["parameters"]] == ["n"]
     assert doc["paths"]["/getLengthData/"]["get"]["deprecated"] is True
+    # The original keys and MLflow's scoring answer are in the document.
+    assert {"lengthData", "count", "pending"} <= set(_answer(doc, "/getLengthData/", "get")["properties"])
+    assert set(_answer(doc, "/invocations", "post")["properties"]) == {"predictions"}
+
+
+def _answer(doc, path, method):
+    ref = doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    return doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
 
 
 def test_docs_page_uses_only_local_assets(client):
