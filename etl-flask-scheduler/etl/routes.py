@@ -50,6 +50,7 @@ def index():
             "POST /jobs/etl/run, GET /manualEtl/": "run now, 202 + run id; ?wait=N waits (admin token)",
             "GET /jobs/runs/<run_id>": "a run's status",
             "GET /health, GET /ready, GET /metrics": "probes and Prometheus metrics",
+            "GET /openapi.json, GET /docs": "this API's contract (OpenAPI 3.1) and Swagger UI",
         },
     )
 

@@ -74,6 +74,7 @@ def index():
             "GET /predictTestMLFlow/": "predict generated test rows and report the error",
             "POST /invocations, GET /ping, GET /version": "MLflow's scoring protocol (as mlflow models serve)",
             "GET /health, GET /ready, GET /metrics": "probes and Prometheus metrics",
+            "GET /openapi.json, GET /docs": "this API's contract (OpenAPI 3.1) and Swagger UI",
         },
         features=list(FEATURES),
     )

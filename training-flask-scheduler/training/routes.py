@@ -39,6 +39,7 @@ def index():
             "GET /promotions?n=20": "the latest promotion decisions",
             "POST /model/rollback": "champion back to previous_champion, then serving reloads (admin token)",
             "GET /health, GET /ready, GET /metrics": "probes and Prometheus metrics",
+            "GET /openapi.json, GET /docs": "this API's contract (OpenAPI 3.1) and Swagger UI",
         },
     )
 
