@@ -19,14 +19,16 @@ from mlstack_core.validation import extract_rows
 
 bp = Blueprint("etl", __name__)
 
+# The one definition of a valid Idempotency-Key: checked by _idempotency_key, shown in the OpenAPI document.
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
 
 class IngestHeaders(BaseModel):
     """``Idempotency-Key``: a retry with the same key writes only the rows still missing."""
 
-    idempotency_key: str | None = Field(None, alias="Idempotency-Key", max_length=128,
-                                        pattern=r"^[A-Za-z0-9._:-]+$", examples=["3f1c9a2e-ingest-1"])
+    idempotency_key: str | None = Field(None, alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY.pattern,
+                                        examples=["3f1c9a2e-ingest-1"])
 
-IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def _repo() -> RowsRepository:
