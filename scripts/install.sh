@@ -26,6 +26,10 @@ GO_MIN="1.25"
 GO_TOOLCHAIN="go1.27.3"
 GO_BACKPORTS="1.23"   # Debian's golang-1.23-go in bookworm-backports, installed under /usr/lib/go-1.23
 
+# apt_uri SUITE: the Debian mirror this machine already uses for a suite.
+# shellcheck source=lib/apt.sh
+. "$REPO/scripts/lib/apt.sh"
+
 log() { printf '[install] %s\n' "$*" >&2; }
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
@@ -101,23 +105,11 @@ version_at_least() {  # version_at_least HAVE WANT
     [ "${sorted%%$'\n'*}" = "$2" ]
 }
 
-debian_mirror() {
-    # The Debian mirror this machine already uses (deb822 sources first, then the one-line format).
-    local uri=""
-    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-        uri="$(awk '$1 == "URIs:" { print $2; exit }' /etc/apt/sources.list.d/debian.sources)"
-    fi
-    if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-        uri="$(awk '$1 == "deb" && $3 ~ /^bookworm/ { print $2; exit }' /etc/apt/sources.list)"
-    fi
-    printf '%s' "$uri"
-}
-
 install_backports_go() {
     local policy list=/etc/apt/sources.list.d/mlstack-bookworm-backports.sources uri
     policy="$(apt-cache policy "golang-$GO_BACKPORTS-go" 2>/dev/null || true)"
     if ! grep -q 'Candidate: [0-9]' <<<"$policy"; then
-        uri="$(debian_mirror)"
+        uri="$(apt_uri bookworm)"
         [ -n "$uri" ] || { log "no Debian mirror found in /etc/apt sources; install Go >= 1.21 and re-run"; exit 1; }
         log "adding bookworm-backports from $uri (for golang-$GO_BACKPORTS-go)"
         printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \

@@ -184,8 +184,7 @@ def client(ferretdb, db_name, tmp_path):
         "state_dir": tmp_path / "s", "log_dir": tmp_path / "logs",
     })
     app = create_base_app(__name__, settings)
-    install_job(app, JobDefinition("demo", lambda ctx: {}, IntervalSpec(minutes=5)), legacy_noun="Demo",
-                legacy_manual="Demo", run_scheduler=False)
+    install_job(app, JobDefinition("demo", lambda ctx: {}, IntervalSpec(minutes=5)), run_scheduler=False)
     yield app.test_client()
     app.extensions["mongo"].close()
 

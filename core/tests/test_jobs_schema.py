@@ -4,9 +4,10 @@ import datetime as dt
 
 import pytest
 
-from mlstack_core.errors import ApiError
+from mlstack_core.errors import http_status
 from mlstack_core.jobs import CronSpec, IntervalSpec, parse_schedule
 from mlstack_core.jobs.schedule import latest_fire, next_fire
+from mlstack_core.service_errors import ServiceError
 
 
 @pytest.mark.parametrize(
@@ -48,9 +49,9 @@ def test_cron():
     ],
 )
 def test_everything_else_is_rejected(body):
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceError) as info:
         parse_schedule(body)
-    assert info.value.status in {400, 422}
+    assert http_status(info.value) in {400, 422}
 
 
 ANCHOR = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.UTC)

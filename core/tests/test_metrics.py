@@ -6,13 +6,13 @@ import pytest
 from flask import Flask
 from prometheus_client import REGISTRY
 
-from mlstack_core import metrics
+from mlstack_core import appkit, metrics
 
 
 @pytest.fixture
 def client():
     app = Flask(__name__)
-    metrics.install_metrics(app, "metrics-test")
+    appkit.install_metrics(app, "metrics-test")
 
     @app.route("/items/<item_id>", methods=["GET", "POST"])
     def item(item_id: str):

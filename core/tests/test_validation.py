@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from mlstack_core.data.generator import BOUNDS, FEATURES
-from mlstack_core.errors import ApiError
+from mlstack_core.errors import http_status
+from mlstack_core.service_errors import ServiceError
 from mlstack_core.validation import (
     MAX_ROWS_PER_REQUEST,
     bounded_int,
@@ -69,9 +70,9 @@ def test_non_object_row():
 
 def test_require_valid_raises_422_with_every_invalid_row():
     parsed = validate_rows([ROW | {"pH": 99}, ROW, ROW | {"density": None}])
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceError) as info:
         require_valid(parsed)
-    assert info.value.status == 422
+    assert http_status(info.value) == 422
     assert [e["row"] for e in info.value.details["invalid_rows"]] == [0, 2]
 
 
@@ -132,9 +133,9 @@ def test_single_row_shape():
     ],
 )
 def test_bad_shapes(payload, status):
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceError) as info:
         extract_rows(payload)
-    assert info.value.status == status
+    assert http_status(info.value) == status
     assert info.value.error_code in {"INVALID_BODY", "NO_ROWS", "TOO_MANY_ROWS"}
 
 
@@ -189,9 +190,9 @@ def test_bounded_int_reads_ascii_whole_numbers(raw, expected):
      "9" * 5000, "5\n"],
 )
 def test_bounded_int_refuses_anything_else_with_a_400(raw):
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceError) as info:
         bounded_int(raw, name="n", default=10, low=1, high=1000)
-    assert (info.value.status, info.value.error_code) == (400, "INVALID_PARAMETER")
+    assert (http_status(info.value), info.value.error_code) == (400, "INVALID_PARAMETER")
     assert "n must be a whole number from 1 to 1000" in info.value.message
 
 

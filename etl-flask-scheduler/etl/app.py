@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from etl import routes, services
+from etl import legacy, routes, services
 from etl.settings import EtlSettings
 from mlstack_core.appkit import create_base_app
 from mlstack_core.job_routes import install_job
@@ -38,6 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         )
 
     job = JobDefinition(JOB_NAME, etl_job, IntervalSpec(seconds=settings.etl_interval_seconds))
-    install_job(app, job, legacy_noun="Etl", legacy_manual="Etl", run_scheduler=settings.scheduler_enabled)
+    install_job(app, job, run_scheduler=settings.scheduler_enabled)
+    app.register_blueprint(legacy.bp)
     app.register_blueprint(routes.bp)
     return app

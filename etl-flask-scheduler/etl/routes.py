@@ -11,10 +11,10 @@ from etl import services
 from mlstack_core.appkit import get_mongo, get_settings
 from mlstack_core.auth import require_admin
 from mlstack_core.csv_rows import parse_csv
-from mlstack_core.errors import ApiError
 from mlstack_core.openapi import document
 from mlstack_core.row_schemas import RowsPayload
 from mlstack_core.rows import RowsRepository
+from mlstack_core.service_errors import ServiceError
 from mlstack_core.validation import extract_rows
 
 bp = Blueprint("etl", __name__)
@@ -66,19 +66,18 @@ def ingest():
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
-            raise ApiError(400, "NO_FILE", "The multipart upload has no 'file' field; send the CSV as 'file'.")
+            raise ServiceError("NO_FILE", "The multipart upload has no 'file' field; send the CSV as 'file'.")
         rows = parse_csv(upload.read(), max_rows=settings.max_ingest_rows)
     elif request.mimetype == "text/csv":
         rows = parse_csv(request.get_data(), max_rows=settings.max_ingest_rows)
     elif request.is_json:
         rows, _ = extract_rows(request.get_json())
     else:
-        raise ApiError(
-            415, "UNSUPPORTED_MEDIA_TYPE",
+        raise ServiceError("UNSUPPORTED_MEDIA_TYPE",
             "Send JSON (application/json), CSV (text/csv) or a multipart upload with a 'file' field.",
         )
     if len(rows) > settings.max_ingest_rows:
-        raise ApiError(413, "TOO_MANY_ROWS", f"At most {settings.max_ingest_rows} rows per request.")
+        raise ServiceError("TOO_MANY_ROWS", f"At most {settings.max_ingest_rows} rows per request.")
     result = services.ingest(
         rows, repo=_repo(), forwarder=current_app.extensions["forwarder"], request_id=g.request_id,
         idempotency_key=_idempotency_key(),
@@ -91,8 +90,7 @@ def _idempotency_key() -> str | None:
     if key is None:
         return None
     if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise ApiError(
-            400, "INVALID_IDEMPOTENCY_KEY",
+        raise ServiceError("INVALID_IDEMPOTENCY_KEY",
             "Idempotency-Key must be 1 to 128 characters of letters, digits and . _ : - (a UUID works).",
         )
     return key

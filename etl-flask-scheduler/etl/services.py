@@ -19,9 +19,9 @@ from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
-from mlstack_core.errors import ApiError
 from mlstack_core.http import forward_headers, make_session
 from mlstack_core.rows import IdempotencyKeyReused, RowsRepository, new_batch_id
+from mlstack_core.service_errors import ServiceError
 from mlstack_core.validation import validate_rows
 
 logger = logging.getLogger(__name__)
@@ -175,8 +175,7 @@ def ingest(
     """
     parsed = validate_rows(rows)
     if parsed.errors:
-        raise ApiError(
-            422, "INVALID_ROWS",
+        raise ServiceError("INVALID_ROWS",
             f"{len(parsed.errors)} of {len(rows)} rows are invalid; nothing was stored. Fix them and send again.",
             details={"invalid_rows": parsed.errors[:100], "truncated": len(parsed.errors) > 100},
         )
@@ -187,8 +186,7 @@ def ingest(
                 idempotency_key, fingerprint=fingerprint(parsed.features, parsed.quality), rows=len(parsed.quality)
             )
         except IdempotencyKeyReused:
-            raise ApiError(
-                422, "IDEMPOTENCY_KEY_REUSED",
+            raise ServiceError("IDEMPOTENCY_KEY_REUSED",
                 "This Idempotency-Key was first sent with other rows; nothing was stored. Use a new key for a "
                 "new batch.",
             ) from None

@@ -4,7 +4,8 @@ import pytest
 
 from mlstack_core.csv_rows import parse_csv
 from mlstack_core.data.generator import FEATURES, generate_frame
-from mlstack_core.errors import ApiError
+from mlstack_core.errors import http_status
+from mlstack_core.service_errors import ServiceError
 
 ROWS = generate_frame(3, seed=11).to_dict("records")
 
@@ -82,15 +83,15 @@ def test_csv_parsing_both_separators(sep):
     [(b"", "INVALID_CSV"), (b'"pH"\n', "NO_ROWS"), (b'"pH"\n1,2\n', "INVALID_CSV")],
 )
 def test_bad_csv(text, code):
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceError) as info:
         parse_csv(text, max_rows=10)
     assert info.value.error_code == code
 
 
 def test_csv_row_limit():
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceError) as info:
         parse_csv(_csv(ROWS).encode(), max_rows=2)
-    assert info.value.status == 413
+    assert http_status(info.value) == 413
 
 
 def test_csv_upload_with_a_bad_cell_is_422(client, admin):

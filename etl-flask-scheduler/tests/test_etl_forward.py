@@ -13,6 +13,7 @@ from bson import ObjectId
 
 from etl import services
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
+from mlstack_core.errors import http_status
 from mlstack_core.predictions import PredictionBatch, batch_documents
 from mlstack_core.rows import ORPHAN_GRACE, RowsRepository
 
@@ -132,9 +133,9 @@ def test_an_idempotency_key_reused_for_other_rows_is_refused_and_stores_nothing(
     first = generate_frame(5, seed=1).to_dict("records")
     services.ingest(first, repo=repo, forwarder=serving, request_id="r1", idempotency_key="k")
     other = generate_frame(5, seed=2).to_dict("records")
-    with pytest.raises(services.ApiError) as refused:
+    with pytest.raises(services.ServiceError) as refused:
         services.ingest(other, repo=repo, forwarder=serving, request_id="r2", idempotency_key="k")
-    assert refused.value.status == 422 and refused.value.error_code == "IDEMPOTENCY_KEY_REUSED"
+    assert http_status(refused.value) == 422 and refused.value.error_code == "IDEMPOTENCY_KEY_REUSED"
     assert repo.col.count_documents({}) == 5 and len(serving.calls) == 1
 
 

@@ -13,8 +13,8 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
-from mlstack_core.errors import ApiError
 from mlstack_core.openapi import RowsQuery, document
+from mlstack_core.service_errors import ServiceError
 from mlstack_core.validation import bounded_int
 from serving import routes, services
 from serving.schemas import LengthDataAnswer
@@ -38,7 +38,7 @@ def predict_dummy():
     """One row -> ``{"modelInfo", "result"}`` (the original's one-row prediction)."""
     payload = routes.request_json()
     if not isinstance(payload, dict) or {"rows", "dataframe_records", "dataframe_split"} & set(payload):
-        raise ApiError(400, "INVALID_BODY", "/predictDummy/ takes one row object; use /predict for batches.")
+        raise ServiceError("INVALID_BODY", "/predictDummy/ takes one row object; use /predict for batches.")
     result = routes.predict_payload(payload)
     info = result.model.info()
     return jsonify(modelInfo=model_info_text(info), result=float(result.values[0]), model=info)

@@ -7,10 +7,10 @@ from flask import Blueprint, current_app, g, jsonify, request
 from mlstack_core.appkit import get_mongo, get_settings
 from mlstack_core.auth import is_service_caller, require_admin, require_service_caller
 from mlstack_core.data.generator import FEATURES
-from mlstack_core.errors import ApiError
 from mlstack_core.openapi import RowsQuery, document, service_token_optional
 from mlstack_core.predictions import PredictionsRepository
 from mlstack_core.rows import RowsRepository
+from mlstack_core.service_errors import ServiceError
 from mlstack_core.validation import bounded_int
 from serving import services
 from serving.model_store import ModelStore
@@ -119,7 +119,7 @@ def reload_model():
     changed = store.refresh()
     store.nudge_all_workers()
     if store.model is None:
-        raise ApiError(503, "MODEL_NOT_READY", f"Nothing to load: {store.last_error}.")
+        raise ServiceError("MODEL_NOT_READY", f"Nothing to load: {store.last_error}.")
     return jsonify(reloaded=changed, model=store.model.info())
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from mlstack_core.csv_rows import parse_csv
-from mlstack_core.errors import ApiError
 from mlstack_core.openapi import document
+from mlstack_core.service_errors import ServiceError
 from mlstack_core.validation import MAX_ROWS_PER_REQUEST, extract_rows
 from serving import routes, services
 from serving.schemas import InvocationsAnswer
@@ -36,7 +36,7 @@ def invocations():
     elif request.mimetype == "application/json":
         rows = rows_of(routes.request_json())
     else:
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
+        raise ServiceError("UNSUPPORTED_MEDIA_TYPE",
                        f"Send {' or '.join(CONTENT_TYPES)} (got {request.mimetype or 'no Content-Type'}).")
     result = routes.predict_payload({"rows": rows})
     return jsonify(predictions=result.values.tolist())
@@ -45,10 +45,10 @@ def invocations():
 def rows_of(payload: Any) -> list[Any]:
     """Row objects from one of MLflow's four JSON input formats."""
     if not isinstance(payload, Mapping):
-        raise ApiError(400, "INVALID_BODY", f"Send a JSON object with one of {', '.join(FORMATS)}.")
+        raise ServiceError("INVALID_BODY", f"Send a JSON object with one of {', '.join(FORMATS)}.")
     found = [key for key in FORMATS if key in payload]
     if len(found) != 1:
-        raise ApiError(400, "INVALID_BODY",
+        raise ServiceError("INVALID_BODY",
                        f"Send exactly one of {', '.join(FORMATS)} (got {len(found)} of them).")
     key = found[0]
     if key in ("dataframe_split", "dataframe_records"):
@@ -60,19 +60,19 @@ def _tensor_rows(key: str, value: Any) -> list[Any]:
     # TF-serving style: a list of row objects, or one object of equally long columns.
     if isinstance(value, list):
         if not all(isinstance(row, Mapping) for row in value):
-            raise ApiError(400, "INVALID_BODY", f"'{key}' must list row objects with named features "
+            raise ServiceError("INVALID_BODY", f"'{key}' must list row objects with named features "
                            "(this model's signature has named columns), or be an object of columns.")
         return value
     if isinstance(value, Mapping):
         columns = list(value.values())
         if not columns or not all(isinstance(c, list) for c in columns) or len({len(c) for c in columns}) != 1:
-            raise ApiError(400, "INVALID_BODY", f"'{key}' as columns must map each feature to a list, "
+            raise ServiceError("INVALID_BODY", f"'{key}' as columns must map each feature to a list, "
                            "all of the same length.")
         if len(columns[0]) > MAX_ROWS_PER_REQUEST:
-            raise ApiError(413, "TOO_MANY_ROWS", f"At most {MAX_ROWS_PER_REQUEST} rows per request; split the batch.")
+            raise ServiceError("TOO_MANY_ROWS", f"At most {MAX_ROWS_PER_REQUEST} rows per request; split the batch.")
         names = list(value)
         return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-    raise ApiError(400, "INVALID_BODY", f"'{key}' must be a list of row objects or an object of columns.")
+    raise ServiceError("INVALID_BODY", f"'{key}' must be a list of row objects or an object of columns.")
 
 
 @bp.get("/ping")

@@ -12,11 +12,11 @@ import numpy as np
 from pymongo.errors import PyMongoError
 
 from mlstack_core.data.generator import generate_frame
-from mlstack_core.errors import ApiError
 from mlstack_core.locks import MongoLease
 from mlstack_core.mongo import MongoProvider, public_doc
 from mlstack_core.predictions import PredictionBatch, PredictionsRepository, batch_documents
 from mlstack_core.rows import RowsRepository, new_batch_id
+from mlstack_core.service_errors import ServiceError
 from mlstack_core.validation import ParsedRows, extract_rows, require_valid, validate_rows
 from serving import metrics
 from serving.model_store import LoadedModel, ModelNotReady, ModelStore
@@ -33,8 +33,7 @@ def served_model(store: ModelStore) -> LoadedModel:
     try:
         return store.current()
     except ModelNotReady as exc:
-        raise ApiError(
-            503, "MODEL_NOT_READY",
+        raise ServiceError("MODEL_NOT_READY",
             f"No model to serve yet: {exc}. Serving checks the registry every few seconds; train and promote a "
             "model (the training service does this at start) and retry.",
         ) from None
@@ -47,7 +46,7 @@ def _row_ids(payload: Any, n: int) -> list[str] | None:
     if not isinstance(ids, list) or len(ids) != n or not all(
         isinstance(i, str) and 0 < len(i) <= MAX_ID_LENGTH for i in ids
     ):
-        raise ApiError(400, "INVALID_IDS", f"ids must be a list of {n} non-empty strings (one per row).")
+        raise ServiceError("INVALID_IDS", f"ids must be a list of {n} non-empty strings (one per row).")
     return ids
 
 
@@ -110,9 +109,8 @@ def _store_now(repo: PredictionsRepository, batch: PredictionBatch) -> int:
     return result.stored
 
 
-def _not_stored(why: str) -> ApiError:
-    return ApiError(
-        503, "PREDICTIONS_NOT_STORED",
+def _not_stored(why: str) -> ServiceError:
+    return ServiceError("PREDICTIONS_NOT_STORED",
         f"{why}: the predictions of these rows are not (all) stored, so the rows stay pending. Send them again "
         "later (rows already stored are not stored twice).",
     )

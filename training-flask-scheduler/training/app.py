@@ -12,7 +12,7 @@ from mlstack_core.job_routes import install_job
 from mlstack_core.jobs import IntervalSpec, JobDefinition, JobService, RunContext
 from mlstack_core.lifecycle import on_shutdown
 from mlstack_core.settings import load_settings
-from training import routes
+from training import legacy, routes
 from training.abandoned import fail_abandoned_mlflow_runs
 from training.nudge import ServingNudger
 from training.registry import ModelRegistry
@@ -57,8 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         JOB_NAME, training_job, IntervalSpec(seconds=settings.training_interval_seconds),
         on_leader_start=bootstrap if settings.bootstrap_enabled else None, on_abandoned=abandoned,
     )
-    install_job(
-        app, job, legacy_noun="Training", legacy_manual="Training", run_scheduler=settings.scheduler_enabled
-    )
+    install_job(app, job, run_scheduler=settings.scheduler_enabled)
+    app.register_blueprint(legacy.bp)
     app.register_blueprint(routes.bp)
     return app

@@ -17,13 +17,13 @@ from sklearn.pipeline import Pipeline
 
 from mlstack_core.data.generator import FEATURES
 from mlstack_core.drift import REFERENCE_ARTIFACT, build_reference
-from mlstack_core.errors import ApiError
 from mlstack_core.jobs import JobService
 from mlstack_core.locks import LeaseKeeper, MongoLease
 from mlstack_core.model_files import ModelRefused
 from mlstack_core.mongo import MongoProvider
 from mlstack_core.registry_calls import CachedRead, RegistryUnavailable
 from mlstack_core.rows import RowsRepository
+from mlstack_core.service_errors import ServiceError
 from training import metrics
 from training.data import SOURCE_GENERATED, SOURCE_MONGODB, TrainingData, load_training_data
 from training.model import METRICS, Split, build_pipeline, evaluate, fit, split_holdout
@@ -314,14 +314,13 @@ class TrainingService:
         """Move champion back to previous_champion (the former champion becomes previous_champion)."""
         with self._lease() as lease:
             if lease.state == "held":
-                raise ApiError(409, "TRAINING_IN_PROGRESS",
+                raise ServiceError("TRAINING_IN_PROGRESS",
                                "A training run holds the lease and may be promoting; retry the rollback shortly.")
             try:
                 aliases = self.registry.aliases()
                 current, previous = aliases.get(CHAMPION), aliases.get(PREVIOUS_CHAMPION)
                 if previous is None or previous == current:
-                    raise ApiError(
-                        409, "NO_PREVIOUS_CHAMPION",
+                    raise ServiceError("NO_PREVIOUS_CHAMPION",
                         f"There is no previous_champion to roll back to (champion is version {current}); "
                         "nothing was changed.",
                     )
@@ -329,12 +328,11 @@ class TrainingService:
                 if current is not None:
                     self.registry.set_alias(PREVIOUS_CHAMPION, current)
                 restored = self.registry.version_for_alias(CHAMPION)
-            except ApiError:
+            except ServiceError:
                 raise
             except Exception as exc:
                 logger.warning("rollback failed: %s", exc)
-                raise ApiError(
-                    503, "REGISTRY_UNAVAILABLE",
+                raise ServiceError("REGISTRY_UNAVAILABLE",
                     f"The model registry could not complete the rollback ({type(exc).__name__}); retry later.",
                 ) from exc
         record = {
@@ -376,7 +374,7 @@ class TrainingService:
         try:
             cached = self._status.get()
         except RegistryUnavailable as exc:
-            raise ApiError(503, "REGISTRY_UNAVAILABLE", f"{str(exc).capitalize()}; retry later.") from exc
+            raise ServiceError("REGISTRY_UNAVAILABLE", f"{str(exc).capitalize()}; retry later.") from exc
         return cached.value | {"read_at": cached.read_at.isoformat(), "stale": cached.stale}
 
     def _read_status(self) -> dict[str, Any]:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import requests
-from flask import Flask, current_app, jsonify
+from flask import Flask, Response, current_app, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, ServerSelectionTimeoutError
 
+from mlstack_core import metrics, request_id
 from mlstack_core.errors import register_error_handlers
 from mlstack_core.json_request import JsonRequest
 from mlstack_core.logs import configure_logging
-from mlstack_core.metrics import install_metrics
 from mlstack_core.mongo import MongoProvider
 from mlstack_core.openapi import install_openapi
-from mlstack_core.request_id import install_request_id
 from mlstack_core.settings import BaseServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,59 @@ def create_base_app(
     install_openapi(app, title=f"mlstack {settings.service_name}")
     logger.info("%s app created", settings.service_name)
     return app
+
+
+def install_request_id(app: Flask) -> None:
+    """Attach a request id to every request (for logs and downstream calls) and echo it on the response."""
+
+    @app.before_request
+    def _assign() -> None:
+        g.request_id = request_id.accepted(request.headers.get(request_id.HEADER, ""))
+        g.request_id_token = request_id.bind(g.request_id)
+
+    @app.after_request
+    def _echo(response):
+        if g.get("request_id"):
+            response.headers[request_id.HEADER] = g.request_id
+        return response
+
+    @app.teardown_request
+    def _release(_exc: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            request_id.unbind(token)
+
+
+def install_metrics(app: Flask, service: str) -> None:
+    """Count and time every request by route template, and serve /metrics."""
+
+    @app.before_request
+    def _start_timer() -> None:
+        if request.path not in metrics.EXCLUDED_PATHS:
+            g.metrics_started = time.perf_counter()
+            metrics.HTTP_IN_FLIGHT.labels(service).inc()
+
+    @app.teardown_request
+    def _record(_exc: BaseException | None) -> None:
+        started = g.pop("metrics_started", None)
+        if started is None:
+            return
+        metrics.HTTP_IN_FLIGHT.labels(service).dec()
+        route = request.url_rule.rule if request.url_rule is not None else metrics.UNMATCHED_ROUTE
+        method = metrics.method_label(request.method)
+        status = g.get("response_status", 500)
+        metrics.HTTP_REQUESTS.labels(service, route, method, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(service, route, method).observe(time.perf_counter() - started)
+
+    @app.after_request
+    def _remember_status(response):
+        g.response_status = response.status_code
+        return response
+
+    @app.get("/metrics", endpoint="metrics")
+    def metrics_endpoint() -> Response:
+        """Prometheus exposition of this service (all workers)."""
+        return Response(generate_latest(metrics.registry()), mimetype=CONTENT_TYPE_LATEST)
 
 
 def add_readiness_check(app: Flask, name: str, check: ReadinessCheck) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 from flask import current_app, request
 
-from mlstack_core.errors import ApiError
 from mlstack_core.openapi import ADMIN_ATTR
+from mlstack_core.service_errors import ServiceError
 
 TOKEN_HEADER = "X-Admin-Token"  # noqa: S105 - a header name, not a secret
 
@@ -47,14 +47,13 @@ def require_service_caller(what: str) -> None:
     """Refuse with 401 (no token) or 403 (another token) unless the request carries the SERVICE_TOKEN."""
     presented = _presented_token()
     if not presented:
-        raise ApiError(
-            401, "AUTH_REQUIRED",
+        raise ServiceError("AUTH_REQUIRED",
             f"{what} is accepted only from the ETL service: send its SERVICE_TOKEN as 'Authorization: Bearer "
             "<token>', or leave it out.",
         )
     expected = _service_token()
     if not expected or not _matches(presented, expected):
-        raise ApiError(403, "AUTH_INVALID", f"The token is not this stack's SERVICE_TOKEN; {what} is refused.")
+        raise ServiceError("AUTH_INVALID", f"The token is not this stack's SERVICE_TOKEN; {what} is refused.")
 
 
 def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,15 +63,13 @@ def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         presented = _presented_token()
         if not presented:
-            raise ApiError(
-                401,
-                "AUTH_REQUIRED",
+            raise ServiceError("AUTH_REQUIRED",
                 f"This endpoint changes state: send the admin token as 'Authorization: Bearer <token>' "
                 f"or '{TOKEN_HEADER}: <token>'.",
             )
         expected = current_app.config["MLSTACK_SETTINGS"].admin_token.get_secret_value()
         if not _matches(presented, expected):
-            raise ApiError(403, "AUTH_INVALID", "The admin token is not valid for this service.")
+            raise ServiceError("AUTH_INVALID", "The admin token is not valid for this service.")
         return view(*args, **kwargs)
 
     setattr(wrapper, ADMIN_ATTR, True)  # the OpenAPI document attaches the admin security scheme

@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any
 
-from mlstack_core.errors import ApiError
+from mlstack_core.service_errors import ServiceError
 
 
 def parse_csv(data: bytes, *, max_rows: int) -> list[dict[str, Any]]:
@@ -36,7 +36,7 @@ def parse_csv(data: bytes, *, max_rows: int) -> list[dict[str, Any]]:
             raise _csv_error("The CSV header names a column twice")
         for record in reader:
             if len(rows) >= max_rows:
-                raise ApiError(413, "TOO_MANY_ROWS", f"At most {max_rows} rows per upload; split the file.")
+                raise ServiceError("TOO_MANY_ROWS", f"At most {max_rows} rows per upload; split the file.")
             if None in record:
                 raise _csv_error(f"CSV line {reader.line_num} has more values than the header")
             values = list(record.values())
@@ -46,7 +46,7 @@ def parse_csv(data: bytes, *, max_rows: int) -> list[dict[str, Any]]:
     except csv.Error as exc:
         raise _csv_error(f"CSV line {reader.line_num} cannot be read ({exc})") from None
     if not rows:
-        raise ApiError(400, "NO_ROWS", "The CSV has a header but no rows.")
+        raise ServiceError("NO_ROWS", "The CSV has a header but no rows.")
     return rows
 
 
@@ -62,5 +62,5 @@ def _cell(value: str) -> Any:
         return text  # left as text so validation names the field
 
 
-def _csv_error(message: str) -> ApiError:
-    return ApiError(400, "INVALID_CSV", f"{message}; nothing was stored.")
+def _csv_error(message: str) -> ServiceError:
+    return ServiceError("INVALID_CSV", f"{message}; nothing was stored.")

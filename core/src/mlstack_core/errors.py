@@ -9,6 +9,8 @@ from flask import Flask, g, jsonify
 from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
 
+from mlstack_core.service_errors import ServiceError
+
 logger = logging.getLogger(__name__)
 
 # Werkzeug's own errors (404, 405, 413...) get stable codes instead of their HTML pages.
@@ -27,15 +29,44 @@ _HTTP_CODES = {
 }
 
 
-class ApiError(Exception):
-    """An error a route raises to answer with a JSON body and an HTTP status."""
+# The HTTP status of every domain error code (mlstack_core.service_errors.ServiceError): the one place where a
+# refusal becomes a status. A code missing here is our bug and answers 500 (a unit test checks every raised code).
+HTTP_STATUS = {
+    # The request itself is malformed: fix it and send it again.
+    "INVALID_BODY": 400,
+    "INVALID_JSON": 400,
+    "JSON_TOO_DEEP": 400,
+    "INVALID_PARAMETER": 400,
+    "INVALID_QUERY": 400,
+    "INVALID_IDS": 400,
+    "INVALID_CSV": 400,
+    "INVALID_IDEMPOTENCY_KEY": 400,
+    "NO_FILE": 400,
+    "NO_ROWS": 400,
+    # Well-formed, but the values are refused.
+    "INVALID_ROWS": 422,
+    "INVALID_SCHEDULE": 422,
+    "IDEMPOTENCY_KEY_REUSED": 422,
+    "TOO_MANY_ROWS": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    # Who is asking.
+    "AUTH_REQUIRED": 401,
+    "AUTH_INVALID": 403,
+    # What is asked for.
+    "RUN_NOT_FOUND": 404,
+    "JOB_NOT_FOUND": 404,
+    "TRAINING_IN_PROGRESS": 409,
+    "NO_PREVIOUS_CHAMPION": 409,
+    # A part of the stack cannot do it right now: retry later.
+    "MODEL_NOT_READY": 503,
+    "PREDICTIONS_NOT_STORED": 503,
+    "REGISTRY_UNAVAILABLE": 503,
+}
 
-    def __init__(self, status: int, error_code: str, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_code = error_code
-        self.message = message
-        self.details = details
+
+def http_status(error: ServiceError) -> int:
+    """The HTTP status of a domain error (500 for a code this table lacks)."""
+    return HTTP_STATUS.get(error.error_code, 500)
 
 
 def error_body(error_code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -50,11 +81,14 @@ def error_body(error_code: str, message: str, details: Any = None) -> dict[str, 
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Map ApiError, Werkzeug HTTP errors and unexpected exceptions to the JSON error shape."""
+    """Map domain errors, Werkzeug HTTP errors and unexpected exceptions to the JSON error shape."""
 
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
-        return jsonify(error_body(exc.error_code, exc.message, exc.details)), exc.status
+    @app.errorhandler(ServiceError)
+    def _service_error(exc: ServiceError):
+        status = http_status(exc)
+        if status == 500:
+            logger.error("error code %s has no HTTP status in mlstack_core.errors.HTTP_STATUS", exc.error_code)
+        return jsonify(error_body(exc.error_code, exc.message, exc.details)), status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

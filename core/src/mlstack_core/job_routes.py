@@ -1,4 +1,4 @@
-"""HTTP endpoints of a scheduled job, shared by the ETL and training services (and their legacy aliases)."""
+"""HTTP endpoints of a scheduled job, shared by the ETL and training services (and the blueprint of their aliases)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request, url_for
 from pydantic import BaseModel, Field, RootModel
 
 from mlstack_core.auth import require_admin
-from mlstack_core.errors import ApiError
 from mlstack_core.jobs import JobDefinition, JobService, is_run_id, parse_schedule, public_record
 from mlstack_core.jobs.schedule import CronSpec, IntervalSpec, ScheduleUpdate
-from mlstack_core.openapi import LEGACY_DEFAULTS, WaitQuery, document
+from mlstack_core.openapi import LEGACY_BLUEPRINT_SUFFIX, WaitQuery, document
+from mlstack_core.service_errors import ServiceError
 
 # Below every timeout on a request's path: Nginx's proxy_read_timeout (30 s) and Gunicorn's timeout (60 s).
 MAX_WAIT_SECONDS = 20
@@ -62,7 +62,7 @@ def get_job_service() -> JobService:
 def _json_body() -> object:
     body = request.get_json(silent=True)
     if body is None:
-        raise ApiError(400, "INVALID_JSON", "Send a JSON body with Content-Type: application/json.")
+        raise ServiceError("INVALID_JSON", "Send a JSON body with Content-Type: application/json.")
     return body
 
 
@@ -72,86 +72,100 @@ def _run_response(record: dict):
     return jsonify(body), status
 
 
-def make_job_blueprint(*, legacy_noun: str, legacy_manual: str) -> Blueprint:
-    """Routes under /jobs/<job> plus the original template's aliases (e.g. /modifyEtlJob/, /manualEtl/)."""
+@document(responses={200: JobAnswer})
+def get_job(job: str | None = None):
+    """The job's schedule, pause state and next run time."""
+    service = _checked(job)
+    return jsonify(service.get_job())
+
+
+@document(json=ScheduleBody, responses={200: JobAnswer})
+@require_admin
+def modify_job(job: str | None = None):
+    """Change the schedule: an interval or a cron expression, validated."""
+    service = _checked(job)
+    spec = parse_schedule(_json_body())
+    return jsonify(service.modify(spec))
+
+
+@document(responses={200: JobAnswer})
+@require_admin
+def pause_job(job: str | None = None):
+    """Pause the schedule."""
+    return jsonify(_checked(job).set_paused(True))
+
+
+@document(responses={200: JobAnswer})
+@require_admin
+def resume_job(job: str | None = None):
+    """Resume the schedule."""
+    return jsonify(_checked(job).set_paused(False))
+
+
+@document(query=WaitQuery, responses=_RUN)
+@require_admin
+def run_job(job: str | None = None):
+    """Queue a run now; answers 202 with its id (``?wait=N`` waits up to N <= 20 seconds for the result)."""
+    service = _checked(job)
+    wait = request.args.get("wait", "0")
+    try:
+        wait_seconds = float(wait)
+    except ValueError:
+        raise ServiceError("INVALID_PARAMETER", "wait must be a number of seconds.") from None
+    if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
+        raise ServiceError("INVALID_PARAMETER", f"wait must be between 0 and {MAX_WAIT_SECONDS} seconds.")
+    record = service.request_run(g.get("request_id"))
+    if wait_seconds:
+        record = service.wait_for(record["run_id"], wait_seconds) or record
+    return _run_response(record)
+
+
+@document(responses=_RUN)
+def run_status(run_id: str):
+    """A run's status and result."""
+    # A malformed id is answered without a lookup, and never echoed back (it may be anything).
+    record = get_job_service().get_run(run_id) if is_run_id(run_id) else None
+    if record is None:
+        raise ServiceError("RUN_NOT_FOUND", "No run with this id (run ids are 32 hexadecimal characters).")
+    return _run_response(record)
+
+
+def make_job_blueprint() -> Blueprint:
+    """The job's routes under /jobs/<job> and /jobs/runs/<run_id>."""
     bp = Blueprint("jobs", __name__)
+    bp.add_url_rule("/jobs/<job>", view_func=get_job, methods=["GET"])
+    bp.add_url_rule("/jobs/<job>", view_func=modify_job, methods=["PUT"])
+    bp.add_url_rule("/jobs/<job>/pause", view_func=pause_job, methods=["POST"])
+    bp.add_url_rule("/jobs/<job>/resume", view_func=resume_job, methods=["POST"])
+    bp.add_url_rule("/jobs/<job>/run", view_func=run_job, methods=["POST"])
+    bp.add_url_rule("/jobs/runs/<run_id>", view_func=run_status, methods=["GET"])
+    return bp
 
-    @bp.get("/jobs/<job>")
-    @bp.get(f"/get{legacy_noun}Job/", defaults=LEGACY_DEFAULTS)
-    @document(responses={200: JobAnswer})
-    def get_job(job: str | None):
-        """The job's schedule, pause state and next run time."""
-        service = _checked(job)
-        return jsonify(service.get_job())
 
-    @bp.put("/jobs/<job>")
-    @bp.post(f"/modify{legacy_noun}Job/", defaults=LEGACY_DEFAULTS)
-    @document(json=ScheduleBody, responses={200: JobAnswer})
-    @require_admin
-    def modify_job(job: str | None):
-        """Change the schedule: an interval or a cron expression, validated."""
-        service = _checked(job)
-        spec = parse_schedule(_json_body())
-        return jsonify(service.modify(spec))
+def make_legacy_job_blueprint(name: str, *, noun: str, manual: str) -> Blueprint:
+    """The original template's job aliases (``/get<noun>Job/``... ``/manual<manual>/``) for a service's legacy module.
 
-    @bp.post("/jobs/<job>/pause")
-    @bp.get(f"/pause{legacy_noun}Job/", defaults=LEGACY_DEFAULTS)
-    @document(responses={200: JobAnswer})
-    @require_admin
-    def pause_job(job: str | None):
-        """Pause the schedule."""
-        return jsonify(_checked(job).set_paused(True))
-
-    @bp.post("/jobs/<job>/resume")
-    @bp.get(f"/resume{legacy_noun}Job/", defaults=LEGACY_DEFAULTS)
-    @document(responses={200: JobAnswer})
-    @require_admin
-    def resume_job(job: str | None):
-        """Resume the schedule."""
-        return jsonify(_checked(job).set_paused(False))
-
-    @bp.post("/jobs/<job>/run")
-    @bp.get(f"/manual{legacy_manual}/", defaults=LEGACY_DEFAULTS)
-    @document(query=WaitQuery, responses=_RUN)
-    @require_admin
-    def run_job(job: str | None):
-        """Queue a run now; answers 202 with its id (``?wait=N`` waits up to N <= 20 seconds for the result)."""
-        service = _checked(job)
-        wait = request.args.get("wait", "0")
-        try:
-            wait_seconds = float(wait)
-        except ValueError:
-            raise ApiError(400, "INVALID_PARAMETER", "wait must be a number of seconds.") from None
-        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
-            raise ApiError(400, "INVALID_PARAMETER", f"wait must be between 0 and {MAX_WAIT_SECONDS} seconds.")
-        record = service.request_run(g.get("request_id"))
-        if wait_seconds:
-            record = service.wait_for(record["run_id"], wait_seconds) or record
-        return _run_response(record)
-
-    @bp.get("/jobs/runs/<run_id>")
-    @document(responses=_RUN)
-    def run_status(run_id: str):
-        """A run's status and result."""
-        # A malformed id is answered without a lookup, and never echoed back (it may be anything).
-        record = get_job_service().get_run(run_id) if is_run_id(run_id) else None
-        if record is None:
-            raise ApiError(404, "RUN_NOT_FOUND", "No run with this id (run ids are 32 hexadecimal characters).")
-        return _run_response(record)
-
+    Same views as the new routes; the blueprint's name ends in ``_legacy`` so /openapi.json marks them deprecated.
+    """
+    if not name.endswith(LEGACY_BLUEPRINT_SUFFIX):
+        raise ValueError(f"a legacy blueprint's name ends in {LEGACY_BLUEPRINT_SUFFIX!r}: {name!r}")
+    bp = Blueprint(name, __name__)
+    bp.add_url_rule(f"/get{noun}Job/", view_func=get_job, methods=["GET"])
+    bp.add_url_rule(f"/modify{noun}Job/", view_func=modify_job, methods=["POST"])
+    bp.add_url_rule(f"/pause{noun}Job/", view_func=pause_job, methods=["GET"])
+    bp.add_url_rule(f"/resume{noun}Job/", view_func=resume_job, methods=["GET"])
+    bp.add_url_rule(f"/manual{manual}/", view_func=run_job, methods=["GET"])
     return bp
 
 
 def _checked(job: str | None) -> JobService:
     service = get_job_service()
     if job is not None and job != service.job.name:
-        raise ApiError(404, "JOB_NOT_FOUND", f"This service has one job: {service.job.name!r}.")
+        raise ServiceError("JOB_NOT_FOUND", f"This service has one job: {service.job.name!r}.")
     return service
 
 
-def install_job(
-    app: Flask, job: JobDefinition, *, legacy_noun: str, legacy_manual: str, run_scheduler: bool
-) -> JobService:
+def install_job(app: Flask, job: JobDefinition, *, run_scheduler: bool) -> JobService:
     """Register the job's routes; run_scheduler says whether this service's scheduler process leads the job.
 
     Nothing starts here: the scheduler process (``python -m mlstack_core.jobs``, started by the Gunicorn
@@ -161,5 +175,5 @@ def install_job(
     service = JobService(service=settings.service_name, job=job, mongo=app.extensions["mongo"])
     app.extensions["job_service"] = service
     app.extensions["job_scheduler_enabled"] = run_scheduler
-    app.register_blueprint(make_job_blueprint(legacy_noun=legacy_noun, legacy_manual=legacy_manual))
+    app.register_blueprint(make_job_blueprint())
     return service

@@ -16,7 +16,7 @@ from flask import Request
 from werkzeug.datastructures import MultiDict
 from werkzeug.utils import cached_property
 
-from mlstack_core.errors import ApiError
+from mlstack_core.service_errors import ServiceError
 
 MAX_JSON_DEPTH = 32
 
@@ -48,9 +48,8 @@ def bracket_depth_exceeds(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-def _too_deep() -> ApiError:
-    return ApiError(
-        400, "JSON_TOO_DEEP",
+def _too_deep() -> ServiceError:
+    return ServiceError("JSON_TOO_DEEP",
         f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels; no payload of this service needs more than 4.",
     )
 
@@ -68,13 +67,12 @@ class JsonRequest(Request):
         try:
             self.query_string.decode()
         except UnicodeDecodeError:
-            raise ApiError(
-                400, "INVALID_QUERY", "The query string is not UTF-8; percent-encode its parameters."
+            raise ServiceError("INVALID_QUERY", "The query string is not UTF-8; percent-encode its parameters."
             ) from None
         return super().args
 
     def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any | None:
-        """The parsed body, or an ApiError (see the class docstring)."""
+        """The parsed body, or an ServiceError (see the class docstring)."""
         if (force or self.is_json) and bracket_depth_exceeds(self.get_data(cache=True)):
             raise _too_deep()
         try:
@@ -85,8 +83,7 @@ class JsonRequest(Request):
     def on_json_loading_failed(self, e: ValueError | None) -> Any:
         """Raise the JSON error for a body of another type (None) or one that does not parse."""
         if e is None:
-            raise ApiError(
-                415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as JSON with Content-Type: application/json."
+            raise ServiceError("UNSUPPORTED_MEDIA_TYPE", "Send the body as JSON with Content-Type: application/json."
             )
         if isinstance(e, json.JSONDecodeError):
             message = f"The body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}."
@@ -94,4 +91,4 @@ class JsonRequest(Request):
             message = "The body is not valid JSON: it is not UTF-8 text."
         else:  # e.g. an integer of more than 4300 digits, which Python refuses to convert
             message = "The body is not valid JSON: a value cannot be read (a number with thousands of digits?)."
-        raise ApiError(400, "INVALID_JSON", message)
+        raise ServiceError("INVALID_JSON", message)

@@ -1,8 +1,11 @@
-"""Prometheus metrics installed with one call, correct under several Gunicorn workers.
+"""Prometheus metrics, correct under several Gunicorn workers.
 
 Multiprocess mode needs ``PROMETHEUS_MULTIPROC_DIR`` set before ``prometheus_client`` is first imported;
 the shared Gunicorn config (:mod:`mlstack_core.gunicorn_conf`) sets it, wipes it at start and marks dead
 workers. Every gauge names its ``multiprocess_mode``: how the values of several workers merge into one.
+
+The HTTP side (timing every request, serving /metrics) is :func:`mlstack_core.appkit.install_metrics`, so the
+job runner and the services count without importing Flask.
 
 Cardinality is bounded by construction: requests are labelled by route template (unknown paths share
 ``<unmatched>``), by method from a fixed list (anything else is ``OTHER``) and by status code, so a scanner
@@ -14,17 +17,14 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Flask, Response, g, request
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     multiprocess,
 )
-from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
 UNMATCHED_ROUTE = "<unmatched>"
 OTHER_METHOD = "OTHER"
@@ -64,7 +64,8 @@ JOB_LAST_DURATION = Gauge(
 )
 
 
-def _registry() -> CollectorRegistry:
+def registry() -> CollectorRegistry:
+    """The registry /metrics exposes: every worker's values merged in multiprocess mode, else the default."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
@@ -90,35 +91,3 @@ def record_job_run(service: str, job: str, *, duration: float, ok: bool) -> None
     JOB_RUNS.labels(service, job, "success" if ok else "failure").inc()
     if ok:
         JOB_LAST_SUCCESS.labels(service, job).set(time.time())
-
-
-def install_metrics(app: Flask, service: str) -> None:
-    """Count and time every request by route template, and serve /metrics."""
-
-    @app.before_request
-    def _start_timer() -> None:
-        if request.path not in EXCLUDED_PATHS:
-            g.metrics_started = time.perf_counter()
-            HTTP_IN_FLIGHT.labels(service).inc()
-
-    @app.teardown_request
-    def _record(_exc: BaseException | None) -> None:
-        started = g.pop("metrics_started", None)
-        if started is None:
-            return
-        HTTP_IN_FLIGHT.labels(service).dec()
-        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-        method = method_label(request.method)
-        status = g.get("response_status", 500)
-        HTTP_REQUESTS.labels(service, route, method, str(status)).inc()
-        HTTP_LATENCY.labels(service, route, method).observe(time.perf_counter() - started)
-
-    @app.after_request
-    def _remember_status(response):
-        g.response_status = response.status_code
-        return response
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        """Prometheus exposition of this service (all workers)."""
-        return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)

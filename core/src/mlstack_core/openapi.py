@@ -30,7 +30,6 @@ ADMIN_ATTR = "_mlstack_admin_only"
 SERVICE_TOKEN_ATTR = "_mlstack_service_token"  # noqa: S105 - an attribute name, not a secret
 # Blueprints holding the original template's paths end with this; job_routes marks its aliases by defaults.
 LEGACY_BLUEPRINT_SUFFIX = "_legacy"
-LEGACY_DEFAULTS = {"job": None}
 
 # spectree skips rules whose endpoint starts with "openapi" and paths under /<path>: our own doc routes.
 _spec = SpecTree(
@@ -103,8 +102,8 @@ def openapi_path(rule: str) -> str:
 
 
 def is_legacy(rule: Any) -> bool:
-    """True for the original template's aliases (a legacy blueprint, or a job alias with job=None)."""
-    return rule.endpoint.split(".")[0].endswith(LEGACY_BLUEPRINT_SUFFIX) or rule.defaults == LEGACY_DEFAULTS
+    """True for the original template's aliases (the routes of a service's legacy blueprint)."""
+    return rule.endpoint.split(".")[0].endswith(LEGACY_BLUEPRINT_SUFFIX)
 
 
 def build_document(app: Flask, *, title: str, version: str = "0.1.0") -> dict[str, Any]:

@@ -1,34 +1,38 @@
-"""Request ids: taken from Nginx's ``X-Request-ID`` (or made here) and echoed on every response."""
+"""Request ids: taken from Nginx's ``X-Request-ID`` (or made here) and echoed on every response.
+
+The id of the request being served lives in a context variable, so logging and outgoing calls read it without
+importing Flask; :func:`mlstack_core.appkit.install_request_id` sets it around each request.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
-
-from flask import Flask, g, request
+from contextvars import ContextVar, Token
 
 HEADER = "X-Request-ID"
 # Ids travel into logs, downstream calls and Nginx's JSON error bodies (unescaped): accept only short, plain
 # tokens. The three Nginx templates' `map $http_x_request_id` holds the same pattern (a test compares them).
 PATTERN = r"[A-Za-z0-9._:-]{1,128}"
 _VALID = re.compile(PATTERN)
+_CURRENT: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 def current_request_id() -> str | None:
     """The id of the request being served, if any."""
-    return g.get("request_id") if g else None
+    return _CURRENT.get()
 
 
-def install_request_id(app: Flask) -> None:
-    """Attach a request id to every request and response."""
+def accepted(incoming: str) -> str:
+    """The incoming id when it is a plain short token, else a new one."""
+    return incoming if _VALID.fullmatch(incoming) else uuid.uuid4().hex
 
-    @app.before_request
-    def _assign() -> None:
-        incoming = request.headers.get(HEADER, "")
-        g.request_id = incoming if _VALID.fullmatch(incoming) else uuid.uuid4().hex
 
-    @app.after_request
-    def _echo(response):
-        if g.get("request_id"):
-            response.headers[HEADER] = g.request_id
-        return response
+def bind(request_id: str) -> Token:
+    """Make `request_id` the current one (until :func:`unbind` with the returned token)."""
+    return _CURRENT.set(request_id)
+
+
+def unbind(token: Token) -> None:
+    """Restore the request id that was current before :func:`bind`."""
+    _CURRENT.reset(token)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mlstack_core.data.generator import BOUNDS, FEATURES, TARGET
-from mlstack_core.errors import ApiError
+from mlstack_core.service_errors import ServiceError
 
 MAX_ROWS_PER_REQUEST = 10_000
 BLOCK_MIN_ROWS = 8
@@ -189,13 +189,13 @@ def extract_rows(payload: Any) -> tuple[list[Any], bool]:
         else:
             rows, single = [payload], True
     else:
-        raise ApiError(400, "INVALID_BODY", "Send a JSON object (one row) or a list of row objects.")
+        raise ServiceError("INVALID_BODY", "Send a JSON object (one row) or a list of row objects.")
     if not isinstance(rows, list):
-        raise ApiError(400, "INVALID_BODY", "Rows must be a JSON list of objects.")
+        raise ServiceError("INVALID_BODY", "Rows must be a JSON list of objects.")
     if not rows:
-        raise ApiError(400, "NO_ROWS", "The request contains no rows.")
+        raise ServiceError("NO_ROWS", "The request contains no rows.")
     if len(rows) > MAX_ROWS_PER_REQUEST:
-        raise ApiError(413, "TOO_MANY_ROWS", f"At most {MAX_ROWS_PER_REQUEST} rows per request; split the batch.")
+        raise ServiceError("TOO_MANY_ROWS", f"At most {MAX_ROWS_PER_REQUEST} rows per request; split the batch.")
     return rows, single
 
 
@@ -203,20 +203,19 @@ def _split_rows(split: Any) -> list[Any]:
     if not isinstance(split, Mapping) or not isinstance(split.get("columns"), list) or not isinstance(
         split.get("data"), list
     ):
-        raise ApiError(400, "INVALID_BODY", "dataframe_split needs 'columns' (list) and 'data' (list of lists).")
+        raise ServiceError("INVALID_BODY", "dataframe_split needs 'columns' (list) and 'data' (list of lists).")
     columns, data = split["columns"], split["data"]
     if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
-        raise ApiError(400, "INVALID_BODY", "dataframe_split 'columns' must be distinct feature names (strings).")
+        raise ServiceError("INVALID_BODY", "dataframe_split 'columns' must be distinct feature names (strings).")
     index = split.get("index")
     if index is not None and (not isinstance(index, list) or len(index) != len(data)):
-        raise ApiError(400, "INVALID_BODY", "dataframe_split 'index', when given, must list one entry per data row.")
+        raise ServiceError("INVALID_BODY", "dataframe_split 'index', when given, must list one entry per data row.")
     if len(data) > MAX_ROWS_PER_REQUEST:
-        raise ApiError(413, "TOO_MANY_ROWS", f"At most {MAX_ROWS_PER_REQUEST} rows per request; split the batch.")
+        raise ServiceError("TOO_MANY_ROWS", f"At most {MAX_ROWS_PER_REQUEST} rows per request; split the batch.")
     rows = []
     for i, values in enumerate(data):
         if not isinstance(values, list) or len(values) != len(columns):
-            raise ApiError(
-                400, "INVALID_BODY", f"dataframe_split data row {i} must be a list of {len(columns)} values."
+            raise ServiceError("INVALID_BODY", f"dataframe_split data row {i} must be a list of {len(columns)} values."
             )
         rows.append(dict(zip(columns, values, strict=True)))
     return rows
@@ -234,7 +233,7 @@ def bounded_int(raw: str | None, *, name: str, default: int, low: int, high: int
     if raw is None:
         return default
     if not _ASCII_WHOLE.fullmatch(raw) or not low <= int(raw) <= high:
-        raise ApiError(400, "INVALID_PARAMETER", f"{name} must be a whole number from {low} to {high}.")
+        raise ServiceError("INVALID_PARAMETER", f"{name} must be a whole number from {low} to {high}.")
     return int(raw)
 
 
@@ -242,9 +241,7 @@ def require_valid(parsed: ParsedRows) -> None:
     """Raise a 422 listing every invalid row; nothing of the request may be used then."""
     if parsed.errors:
         shown = parsed.errors[:100]
-        raise ApiError(
-            422,
-            "INVALID_ROWS",
+        raise ServiceError("INVALID_ROWS",
             f"{len(parsed.errors)} of {len(parsed.quality)} rows are invalid; nothing was stored. "
             "Fix the listed fields and send the request again.",
             details={"invalid_rows": shown, "truncated": len(parsed.errors) > len(shown)},

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from mlstack_core.errors import ApiError
+from mlstack_core.service_errors import ServiceError
 
 JOBS_COLLECTION = "scheduler_jobs"
 MIN_INTERVAL_SECONDS = 5
@@ -84,13 +84,13 @@ class ScheduleUpdate(BaseModel):
 
 
 def parse_schedule(body: Any) -> IntervalSpec | CronSpec:
-    """Validate a modify-job body; raises ApiError 422 naming every problem.
+    """Validate a modify-job body; raises ServiceError 422 naming every problem.
 
     Accepts ``{"trigger": "interval", "minutes": 10}``, ``{"trigger": "cron", "cron": "*/5 * * * *"}``, or the
     same wrapped as ``{"schedule": {...}}``; a body with only seconds/minutes/hours means an interval.
     """
     if not isinstance(body, dict):
-        raise ApiError(400, "INVALID_BODY", "Send a JSON object such as {\"trigger\": \"interval\", \"minutes\": 5}.")
+        raise ServiceError("INVALID_BODY", "Send a JSON object such as {\"trigger\": \"interval\", \"minutes\": 5}.")
     inner = body.get("schedule", body) if set(body) == {"schedule"} else body
     if isinstance(inner, dict) and "trigger" not in inner:
         inner = {"trigger": "interval", **inner}
@@ -101,9 +101,7 @@ def parse_schedule(body: Any) -> IntervalSpec | CronSpec:
             {"field": ".".join(str(p) for p in err["loc"][2:]) or "trigger", "message": err["msg"]}
             for err in exc.errors()
         ]
-        raise ApiError(
-            422,
-            "INVALID_SCHEDULE",
+        raise ServiceError("INVALID_SCHEDULE",
             "Only an interval (seconds/minutes/hours, 5 s to 7 days) or a 5-field cron expression can be set; "
             "nothing was changed.",
             details=problems,
