@@ -93,9 +93,9 @@ install_debian_packages() {
 }
 
 # A Go's version as "1.23.4", or nothing when it is not a usable go command.
-go_version() {
+go_version() {  # the version of the go binary itself, not of a toolchain GOTOOLCHAIN would switch to
     local out
-    out="$("$1" env GOVERSION 2>/dev/null)" || return 0
+    out="$(GOTOOLCHAIN=local "$1" env GOVERSION 2>/dev/null)" || return 0
     printf '%s' "${out#go}"
 }
 
@@ -120,8 +120,11 @@ install_backports_go() {
     apt_install -t bookworm-backports "golang-$GO_BACKPORTS-go"
 }
 
+GO_READY=""
 setup_go() {
     # The first Go that can switch toolchains (>= 1.21): PATH's, /usr/local/go, Debian's versioned packages.
+    # Once per run: FerretDB and versitygw both need it.
+    [ -z "$GO_READY" ] || return 0
     local candidate go_bin="" version
     for candidate in "$(command -v go || true)" /usr/local/go/bin/go /usr/lib/go-1.2[1-9]/bin/go; do
         [ -n "$candidate" ] && [ -x "$candidate" ] || continue
@@ -144,6 +147,7 @@ setup_go() {
         log "Go $version is older than $GO_MIN: the go command fetches $GO_TOOLCHAIN through the module proxy (about 76 MB)"
         export GOTOOLCHAIN="$GO_TOOLCHAIN"
     fi
+    GO_READY=1
 }
 
 # Version checks read the whole output first: `cmd | grep -q` under pipefail fails at random when grep exits
