@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import requests
 from openapi_spec_validator import validate
 
 from mlstack_core.openapi import is_legacy, openapi_path
@@ -61,3 +62,17 @@ def check_docs_page(client: Any) -> None:
     for asset in assets:
         assert asset.startswith("/docs/"), asset  # no CDN, no other host
         assert client.get(asset).status_code == 200, asset
+
+
+def check_live_contract(base_url: str, timeout: float = 30) -> None:
+    """Assert a running service (through its Nginx) serves /openapi.json (3.1) and /docs with local assets."""
+    doc = requests.get(f"{base_url}/openapi.json", timeout=timeout)
+    assert doc.status_code == 200, (base_url, doc.text[:200])
+    assert doc.json()["openapi"].startswith("3.1") and "/health" in doc.json()["paths"], base_url
+    page = requests.get(f"{base_url}/docs", timeout=timeout)
+    assert page.status_code == 200, (base_url, page.status_code)
+    assets = _ASSET.findall(page.text)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets), base_url
+    for asset in assets:
+        assert asset.startswith("/docs/"), asset  # no CDN, no other host
+        assert requests.get(f"{base_url}{asset}", timeout=timeout).status_code == 200, (base_url, asset)

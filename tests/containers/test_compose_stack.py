@@ -34,6 +34,7 @@ import pytest
 import requests
 import yaml
 
+from devstack.openapi_checks import check_live_contract
 from devstack.polling import run_job_to_end, wait_until
 from devstack.ports import free_port
 
@@ -719,6 +720,12 @@ def test_closed_loop_through_the_published_nginx_ports(
         30, f"serving to serve version {new_champion}",
     )
     timings["closed loop (ETL, training, reload)"] = time.monotonic() - started
+
+
+@pytest.mark.timeout(HEAVY_TEST_TIMEOUT)
+def test_openapi_and_docs_through_the_published_nginx_ports(running_stack: dict[str, Any]) -> None:
+    for service in ("serving", "etl", "training"):
+        check_live_contract(running_stack[service], timeout=HTTP_TIMEOUT)
 
 
 @pytest.mark.timeout(HEAVY_TEST_TIMEOUT)
