@@ -3,8 +3,9 @@
 #
 #   scripts/clean-machine.sh            build a minimal Debian 12 (debootstrap --variant=minbase), clone this
 #                                       repository into it, and run there (chroot, host network), as root:
-#                                         scripts/install.sh, then make dev until serving, ETL and training
-#                                         answer /ready and one prediction is served, then Ctrl-C (SIGINT)
+#                                         scripts/install.sh (leaving no service running), then make dev until
+#                                         serving, ETL and training answer /ready and one prediction is
+#                                         served, then Ctrl-C (SIGINT)
 #                                       and a check that every process of the stack has exited.
 #
 # Nothing of the host's installed tools is shared: the clean system gets only the host's CA bundle and local CAs
@@ -135,13 +136,29 @@ copy_repository() {
     log "cloned $(git -C "$SOURCE" rev-parse --short HEAD) into the clean system"
 }
 
+system_mb() {  # system_mb [DIR...]: MB in the clean system (caches included, where MLSTACK_CLEAN_CACHE mounts them)
+    local dirs=("$@")
+    [ ${#dirs[@]} -gt 0 ] || dirs=("$ROOT")
+    du -smc --exclude="$ROOT/proc" --exclude="$ROOT/sys" --exclude="$ROOT/dev" --exclude="$ROOT/run" \
+        "${dirs[@]}" 2>/dev/null | awk 'END { print $1 }'
+}
+
 run_install() {
-    local before
-    before="$(df -Pk "$ROOT" | awk 'NR == 2 { print $3 }')"
+    local before where
+    before="$(system_mb)"
     in_clean bash -c 'cd /root/mlstack && scripts/install.sh' >"$WORK/install.log" 2>&1 \
         || { tail -n 40 "$WORK/install.log" >&2; die "scripts/install.sh in the clean system"; }
     grep -E '^\[install\] .*: [0-9]+ s$' "$WORK/install.log" >&2 || true
-    log "disk used by the install: $(( ($(df -Pk "$ROOT" | awk 'NR == 2 { print $3 }') - before) / 1024 )) MB"
+    # Debian's nginx and prometheus packages start their services on install; ours must leave nothing running.
+    local left
+    left="$(stack_pids | tr '\n' ' ')"
+    [ -z "$left" ] || { ps -o pid,args -p "${left// /,}" >&2 || true; die "processes left running by the install: $left"; }
+    log "disk used by the install: $(( $(system_mb) - before )) MB (a warm MLSTACK_CLEAN_CACHE holds some of it already)"
+    for where in /usr /var/cache/apt /root/.cache/go-build /root/go/pkg/mod /root/.cache/pip /root/.npm \
+        /root/sdk /root/mlstack/.venv /root/mlstack/.tools; do
+        [ -d "$ROOT$where" ] && log "  $where: $(system_mb "$ROOT$where") MB"
+    done
+    return 0
 }
 
 url_of() {  # url_of NAME: the URL make dev printed for a service
