@@ -114,6 +114,7 @@ make_rootfs() {
     cp "$CA_BUNDLE" "$ROOT$CA_BUNDLE"
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
     cp /etc/hosts "$ROOT/etc/hosts"
+    log "$(du -sh "$ROOT" 2>/dev/null | cut -f1) clean Debian $SUITE (minbase)"
     mount_in /proc -t proc proc
     mount_in /sys -t sysfs sysfs
     mount_in /dev --bind /dev
@@ -128,7 +129,6 @@ make_rootfs() {
         mount_in /root/go/pkg/mod --bind "$CACHE/go"
         mount_in /root/.npm --bind "$CACHE/npm"
     fi
-    log "$(du -sh --exclude=proc --exclude=sys --exclude=dev "$ROOT" 2>/dev/null | cut -f1) clean Debian $SUITE (minbase)"
 }
 
 copy_repository() {
@@ -214,11 +214,16 @@ stop_stack() {
     [ -z "$left" ] || { ps -o pid,args -p "${left// /,}" >&2 || true; die "processes left after Ctrl-C: $left"; }
 }
 
-began=$SECONDS
-step "debootstrap a clean Debian $SUITE" make_rootfs
-step "clone the repository" copy_repository
-step "scripts/install.sh (the README's install)" run_install
-step "make dev until every service is ready" run_make_dev
-step "one prediction" predict_once
-step "Ctrl-C, everything stops" stop_stack
-log "passed in $((SECONDS - began)) s"
+main() {
+    local began=$SECONDS
+    step "debootstrap a clean Debian $SUITE" make_rootfs
+    step "clone the repository" copy_repository
+    step "scripts/install.sh (the README's install)" run_install
+    step "make dev until every service is ready" run_make_dev
+    step "one prediction" predict_once
+    step "Ctrl-C, everything stops" stop_stack
+    log "passed in $((SECONDS - began)) s"
+}
+
+# One call on the last line: bash has read the whole script before it runs, so editing it meanwhile is safe.
+main; exit
