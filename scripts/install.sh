@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and the native dev stack need: Debian packages, FerretDB and versitygw (built with
-# Go into .tools/bin), newman (npm, into .tools/node) and the Python venv (.venv). Safe to re-run; each step
+# Go into .tools/bin), newman and openapi-to-postmanv2 (npm, into .tools/node) and the Python venv (.venv). Safe to re-run; each step
 # is skipped when its result is already there, so a warm run takes about a second.
 set -euo pipefail
 
@@ -11,7 +11,9 @@ VENV="$REPO/.venv"
 
 FERRETDB_VERSION="v1.24.2"   # last release with the SQLite backend
 VERSITYGW_VERSION="v1.7.0"
-NEWMAN_VERSION="6.2.2"
+# npm packages, one `npm install` for all: a second install into the same prefix would remove the first's.
+# newman runs the Postman collection; openapi-to-postmanv2 converts the OpenAPI documents into it (scripts/postman.py).
+NPM_PACKAGES=(newman@6.2.2 openapi-to-postmanv2@6.3.3)
 PYTHON="${PYTHON:-python3.11}"
 # Editable installs, in dependency order; a folder without pyproject.toml yet is skipped with a warning.
 PACKAGES=(core serving-flask etl-flask-scheduler training-flask-scheduler)
@@ -212,18 +214,27 @@ install_versitygw() {
     versitygw_ok || { log "built versitygw does not report $VERSITYGW_VERSION"; exit 1; }
 }
 
-install_newman() {
-    local pkg="$TOOLS/node/node_modules/newman/package.json"
-    if [ -f "$pkg" ] && [ "$(node -p "require('$pkg').version" 2>/dev/null)" = "$NEWMAN_VERSION" ]; then
-        ln -sfn ../node/node_modules/.bin/newman "$BIN/newman"
-        return
+npm_packages_ok() {
+    local spec name version pkg
+    for spec in "${NPM_PACKAGES[@]}"; do
+        name="${spec%@*}" version="${spec##*@}"
+        pkg="$TOOLS/node/node_modules/$name/package.json"
+        [ -f "$pkg" ] && [ "$(node -p "require('$pkg').version" 2>/dev/null)" = "$version" ] || return 1
+    done
+}
+
+install_npm_packages() {
+    if ! npm_packages_ok; then
+        log "npm install ${NPM_PACKAGES[*]}"
+        mkdir -p "$TOOLS/node"
+        # --no-package-lock/--no-save: nothing with registry URLs is written, and only under .tools (ignored).
+        npm install --prefix "$TOOLS/node" --no-package-lock --no-save --no-audit --no-fund --loglevel=error \
+            "${NPM_PACKAGES[@]}" >/dev/null
+        npm_packages_ok || { log "npm did not install ${NPM_PACKAGES[*]}"; exit 1; }
     fi
-    log "npm install newman@$NEWMAN_VERSION"
-    mkdir -p "$TOOLS/node" "$BIN"
-    # --no-package-lock/--no-save: nothing with registry URLs is written, and only under .tools (ignored).
-    npm install --prefix "$TOOLS/node" --no-package-lock --no-save --no-audit --no-fund --loglevel=error \
-        "newman@$NEWMAN_VERSION" >/dev/null
+    mkdir -p "$BIN"
     ln -sfn ../node/node_modules/.bin/newman "$BIN/newman"
+    ln -sfn ../node/node_modules/.bin/openapi2postmanv2 "$BIN/openapi2postmanv2"
 }
 
 venv_stamp() {
@@ -277,7 +288,7 @@ main() {
     mkdir -p "$BIN"
     step "FerretDB" install_ferretdb
     step "versitygw" install_versitygw
-    step "newman" install_newman
+    step "npm packages" install_npm_packages
     step "Python venv" install_venv
     log "done in $((SECONDS - started))s (tools in $BIN, venv in $VENV)"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full check CI runs: install (idempotent), lint, the pytest suite (real servers through the devstack
-# plugin), then the Postman collection through newman when scripts/newman.sh exists.
+# plugin; the Postman collection runs with newman in tests/e2e/test_postman_newman.py).
 # Extra arguments go to pytest, e.g. scripts/test.sh -k harness -x
 set -euo pipefail
 
@@ -33,11 +33,6 @@ if [ "$rc" -eq 5 ]; then
     exit 1
 elif [ "$rc" -ne 0 ]; then
     exit "$rc"
-fi
-
-if [ -f scripts/newman.sh ]; then
-    step "newman"
-    bash scripts/newman.sh
 fi
 
 step "all checks passed"

@@ -58,7 +58,7 @@ def index():
 
 
 @bp.post("/ingest")
-@document(json=RowsPayload, headers=IngestHeaders)
+@document(json=RowsPayload, headers=IngestHeaders, responses={201: None})
 @require_admin
 def ingest():
     """Extract data from outside: JSON rows, a CSV body (text/csv) or a CSV file upload (field 'file')."""

@@ -10,6 +10,7 @@ def test_document_is_openapi_31_and_lists_every_route(app, client):
     assert "requestBody" in doc["paths"]["/jobs/{job}"]["put"]
     ingest = doc["paths"]["/ingest"]["post"]
     assert {(p["in"], p["name"]) for p in ingest["parameters"]} == {("header", "Idempotency-Key")}
+    assert set(ingest["responses"]) == {"201", "4XX", "5XX"}  # /ingest answers 201 Created, never 200
     assert "wait" in [p["name"] for p in doc["paths"]["/jobs/{job}/run"]["post"]["parameters"]]
     assert set(doc["paths"]["/jobs/{job}/run"]["post"]["responses"]) >= {"200", "202", "4XX", "5XX"}
 

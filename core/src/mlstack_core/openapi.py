@@ -133,7 +133,8 @@ def build_document(app: Flask, *, title: str, version: str = "0.1.0") -> dict[st
                 continue
             operation["operationId"] = f"{method.lower()}_{rule.endpoint.replace('.', '_')}_{_slug(rule.rule)}"
             responses = operation.setdefault("responses", {})
-            responses.setdefault("200", {"description": "OK"})
+            if not any(status.startswith("2") for status in responses):
+                responses["200"] = {"description": "OK"}
             if _is_spectree_422(responses.get("422")):
                 del responses["422"]
             responses["4XX"] = error

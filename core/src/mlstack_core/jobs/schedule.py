@@ -27,7 +27,7 @@ MAX_INTERVAL_SECONDS = 7 * 24 * 3600
 class IntervalSpec(BaseModel):
     """Run every N seconds/minutes/hours (summed), between 5 s and 7 days."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"trigger": "interval", "minutes": 5}]})
     trigger: Literal["interval"] = "interval"
     seconds: int = Field(0, ge=0)
     minutes: int = Field(0, ge=0)
@@ -56,7 +56,8 @@ class IntervalSpec(BaseModel):
 class CronSpec(BaseModel):
     """Run on a five-field crontab expression (UTC)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"trigger": "cron", "cron": "*/5 * * * *"}]})
     trigger: Literal["cron"]
     cron: str = Field(min_length=9, max_length=100)
 
