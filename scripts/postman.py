@@ -42,7 +42,8 @@ WRAPPER = REPO / "scripts" / "lib" / "openapi2postman.js"
 
 # Folder: the app factory's module and the settings that keep it offline (no scheduler, watcher or seeding).
 SERVICES: dict[str, tuple[str, dict[str, Any]]] = {
-    "serving": ("serving.app", {"model_watch": False, "store_predictions": False, "seed_rows": 0}),
+    "serving": ("serving.app", {"model_watch": False, "store_predictions": False, "seed_rows": 0,
+                                "monitor_enabled": False}),
     "etl": ("etl.app", {"scheduler_enabled": False}),
     "training": ("training.app", {"scheduler_enabled": False}),
 }
@@ -54,7 +55,8 @@ EXPECTED: dict[tuple[str, str, str], tuple[str, ...]] = {
     # The document has no request body for these yet: the converter sends none, the service refuses it.
     ("serving", "POST", "/invocations"): ("4XX",),
     ("serving", "POST", "/predictDummy/"): ("4XX",),
-    # 409 NOTHING_TO_ROLL_BACK unless a training run of this collection has promoted a second version.
+    # 409 NO_PREVIOUS_CHAMPION, or TRAINING_IN_PROGRESS while a run of this collection trains; 200 once one
+    # of them has promoted a second version.
     ("training", "POST", "/model/rollback"): ("200", "4XX"),
 }
 # Answers that are not JSON though their Content-Type says so, and why: left out of the collection's JSON check.
@@ -254,7 +256,7 @@ def _folder(folder: str, info: dict[str, Any], collection: dict[str, Any]) -> li
     # Ids that an operation's path takes and another's answer schema gives (run_id: a run's answer, its status).
     path_ids = {p["name"] for op in operations.values() for p in op.get("parameters", []) if p["in"] == "path"}
     path_values = {"job": info["job"]}
-    items = {}
+    items, needed, given = {}, {}, set()
     for item in _requests(collection["item"]):
         request = item["request"]
         key = (request["method"], _path(request["url"]))
@@ -278,6 +280,8 @@ def _folder(folder: str, info: dict[str, Any], collection: dict[str, Any]) -> li
             raise SystemExit(f"{folder} {name}: EXPECTED lists {undocumented}, not in the document")
         schemas = _schemas(operation, components)
         captures = sorted(k for k in path_ids if any(k in s.get("properties", {}) for s in schemas.values()))
+        given |= set(captures)
+        needed[key] = set(needs)
         item["name"] = request["name"] = name
         item["event"] = [{"listen": "test", "script": {
             "type": "text/javascript", "exec": _test_script(name, expected, schemas, captures)}}]
@@ -286,6 +290,10 @@ def _folder(folder: str, info: dict[str, Any], collection: dict[str, Any]) -> li
     missing = sorted(set(operations) - set(items))
     if missing:
         raise SystemExit(f"{folder}: the converter gave no request for {missing}")
+    for (method, path), unknown in needed.items():
+        if unknown - given:
+            raise SystemExit(f"{folder} {method} {path}: no value for {sorted(unknown - given)} "
+                             "(not the job, and no answer schema of the service names it)")
     ordered = [item for _, item in sorted(items.values(), key=lambda pair: pair[0])]
     return _replace(ordered, "{{baseUrl}}", "{{" + folder + "_url}}")
 
