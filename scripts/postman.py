@@ -47,7 +47,7 @@ SERVICES: dict[str, tuple[str, dict[str, Any]]] = {
     "etl": ("etl.app", {"scheduler_enabled": False}),
     "training": ("training.app", {"scheduler_enabled": False}),
 }
-# The converter's options: examples rather than faked values, the operation's summary as the description.
+# The converter's options: examples rather than faked values; its folders (one per path segment) are flattened.
 OPTIONS = {"parametersResolution": "Example", "requestNameSource": "Fallback", "folderStrategy": "Paths",
            "includeAuthInfoInExample": False, "enableOptionalParameters": True}
 # Statuses other than the documented 2xx that a fresh stack answers, and why. Each must be in the document.
@@ -282,7 +282,9 @@ def _folder(folder: str, info: dict[str, Any], collection: dict[str, Any]) -> li
         captures = sorted(k for k in path_ids if any(k in s.get("properties", {}) for s in schemas.values()))
         given |= set(captures)
         needed[key] = set(needs)
-        item["name"] = request["name"] = name
+        item["name"] = request["name"] = name  # the converter's name is the summary: it becomes the description
+        text = "\n\n".join(t for t in (operation.get("summary"), operation.get("description")) if t)
+        request["description"] = {"content": text, "type": "text/plain"}
         item["event"] = [{"listen": "test", "script": {
             "type": "text/javascript", "exec": _test_script(name, expected, schemas, captures)}}]
         phase = 2 if needs else 1 if admin else 0
