@@ -102,6 +102,21 @@ class InsertResult:
         return self.written + self.duplicates
 
 
+def insert_keeping_existing(collection: Collection, docs: Sequence[dict[str, Any]]) -> InsertResult:
+    """insert_many, unordered, of documents that carry their _id: one already there counts as stored.
+
+    Other write errors come back in ``refused``; any other PyMongoError propagates. The one place that
+    decides what a duplicate key means (predictions here, rows and pending marks in mlstack_core.rows).
+    """
+    try:
+        collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        refused = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+        return InsertResult(len(docs) - len(errors), len(errors) - len(refused), refused)
+    return InsertResult(len(docs), 0, [])
+
+
 class PredictionsRepository:
     """Writes and reads of the predictions collection.
 
@@ -126,16 +141,9 @@ class PredictionsRepository:
         """
         if not docs:
             return InsertResult(0, 0, [])
-        try:
-            bound = pymongo.timeout(self.insert_timeout) if self.insert_timeout else contextlib.nullcontext()
-            with bound:
-                self.col.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            refused = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-            duplicates = len(errors) - len(refused)
-            return InsertResult(len(docs) - len(errors), duplicates, refused)
-        return InsertResult(len(docs), 0, [])
+        bound = pymongo.timeout(self.insert_timeout) if self.insert_timeout else contextlib.nullcontext()
+        with bound:
+            return insert_keeping_existing(self.col, docs)
 
     def stored_ids(self, ids: Iterable[Any]) -> set[Any]:
         """Which of these _ids have a stored prediction (read from the database, by id)."""

@@ -47,7 +47,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from mlstack_core.data.generator import FEATURES, TARGET
 from mlstack_core.mongo import collection_count
-from mlstack_core.predictions import DUPLICATE_KEY, PREDICTIONS_COLLECTION, PredictionsRepository
+from mlstack_core.predictions import PREDICTIONS_COLLECTION, PredictionsRepository, insert_keeping_existing
 
 logger = logging.getLogger(__name__)
 
@@ -314,11 +314,9 @@ def _insert(col: Collection, docs: list[dict[str, Any]], *, keep_existing: bool)
     if not keep_existing:
         col.insert_many(docs, ordered=True)
         return
-    try:
-        col.insert_many(docs, ordered=False)
-    except BulkWriteError as exc:
-        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-            raise
+    refused = insert_keeping_existing(col, docs).refused
+    if refused:
+        raise BulkWriteError({"writeErrors": refused})
 
 
 def _older(value: Any, cutoff: dt.datetime) -> bool:
