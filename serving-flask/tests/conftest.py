@@ -54,8 +54,12 @@ def registry() -> FakeRegistry:
 def app(offline_settings, registry):
     from serving.app import create_app
 
+    # No quality monitor: its thread would outlive the test, polling the closed MongoDB port and logging into
+    # pytest's closed streams (tests/test_quality_monitor.py runs it on its own).
     return create_app(
-        offline_settings | {"model_watch": False, "store_predictions": False, "seed_rows": 0}, registry=registry
+        offline_settings | {"model_watch": False, "store_predictions": False, "seed_rows": 0,
+                            "monitor_enabled": False},
+        registry=registry,
     )
 
 
