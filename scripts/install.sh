@@ -22,56 +22,19 @@ CLEANUP=()
 cleanup() { if [ "${#CLEANUP[@]}" -gt 0 ]; then rm -rf "${CLEANUP[@]}"; fi; }
 trap cleanup EXIT
 
-# versitygw's go.mod asks for Go 1.25 (FerretDB's for 1.24). An older Go (>= 1.21, e.g. Debian backports'
-# golang-1.23-go) fetches this toolchain through the Go module proxy itself, like a module.
-GO_MIN="1.25"
-GO_TOOLCHAIN="go1.27.3"
-GO_BACKPORTS="1.23"   # Debian's golang-1.23-go in bookworm-backports, installed under /usr/lib/go-1.23
-
-# apt_uri SUITE: the Debian mirror this machine already uses for a suite.
+# apt_uri, as_root, apt_install (Debian packages); setup_go (a Go that builds the pinned tools).
 # shellcheck source=lib/apt.sh
 . "$REPO/scripts/lib/apt.sh"
+# shellcheck source=lib/go.sh
+. "$REPO/scripts/lib/go.sh"
 
 log() { printf '[install] %s\n' "$*" >&2; }
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        log "needs root for: $*"
-        log "run scripts/install.sh as root, or install sudo and give this user sudo rights"
-        exit 1
-    fi
-}
 # Runs one step and says how long it took (a first install takes minutes: each step is visible).
 step() {
     local name="$1" began=$SECONDS
     shift
     "$@"
     log "$name: $((SECONDS - began)) s"
-}
-
-apt_install() {
-    # No package may start a system service here: nginx on port 80 and Prometheus on 9090 would take the ports
-    # the compose stack publishes. policy-rc.d (exit 101) refuses the start during the install; units the
-    # install enabled are disabled after it, so a reboot does not start them either.
-    local added=""
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
-        as_root chmod 755 /usr/sbin/policy-rc.d
-        added=1
-    fi
-    local rc=0
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" || rc=$?
-    if [ -n "$added" ]; then
-        as_root rm -f /usr/sbin/policy-rc.d
-    fi
-    [ "$rc" -eq 0 ] || exit "$rc"
-    if [ -d /run/systemd/system ]; then
-        case " $* " in *" nginx-light "*) as_root systemctl disable --now nginx >/dev/null 2>&1 || true ;; esac
-        case " $* " in *" prometheus "*) as_root systemctl disable --now prometheus >/dev/null 2>&1 || true ;; esac
-    fi
 }
 
 install_debian_packages() {
@@ -92,64 +55,6 @@ install_debian_packages() {
     log "apt-get install ${missing[*]} (Debian packages; a first install downloads a few hundred MB)"
     as_root apt-get update -q
     apt_install "${missing[@]}"
-}
-
-# A Go's version as "1.23.4", or nothing when it is not a usable go command.
-go_version() {  # the version of the go binary itself, not of a toolchain GOTOOLCHAIN would switch to
-    local out
-    out="$(GOTOOLCHAIN=local "$1" env GOVERSION 2>/dev/null)" || return 0
-    printf '%s' "${out#go}"
-}
-
-version_at_least() {  # version_at_least HAVE WANT
-    local sorted
-    sorted="$(printf '%s\n%s\n' "$2" "$1" | sort -V)"
-    [ "${sorted%%$'\n'*}" = "$2" ]
-}
-
-install_backports_go() {
-    local policy list=/etc/apt/sources.list.d/mlstack-bookworm-backports.sources uri
-    policy="$(apt-cache policy "golang-$GO_BACKPORTS-go" 2>/dev/null || true)"
-    if ! grep -q 'Candidate: [0-9]' <<<"$policy"; then
-        uri="$(apt_uri bookworm)"
-        [ -n "$uri" ] || { log "no Debian mirror found in /etc/apt sources; install Go >= 1.21 and re-run"; exit 1; }
-        log "adding bookworm-backports from $uri (for golang-$GO_BACKPORTS-go)"
-        printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
-            "$uri" /usr/share/keyrings/debian-archive-keyring.gpg | as_root tee "$list" >/dev/null
-        as_root apt-get update -q
-    fi
-    log "apt-get install -t bookworm-backports golang-$GO_BACKPORTS-go"
-    apt_install -t bookworm-backports "golang-$GO_BACKPORTS-go"
-}
-
-GO_READY=""
-setup_go() {
-    # The first Go that can switch toolchains (>= 1.21): PATH's, /usr/local/go, Debian's versioned packages.
-    # Once per run: FerretDB and versitygw both need it.
-    [ -z "$GO_READY" ] || return 0
-    local candidate go_bin="" version
-    for candidate in "$(command -v go || true)" /usr/local/go/bin/go /usr/lib/go-1.2[1-9]/bin/go; do
-        [ -n "$candidate" ] && [ -x "$candidate" ] || continue
-        version="$(go_version "$candidate")"
-        if [ -n "$version" ] && version_at_least "$version" 1.21; then
-            go_bin="$candidate"
-            break
-        fi
-    done
-    if [ -z "$go_bin" ]; then
-        step "Go from Debian backports" install_backports_go
-        go_bin="/usr/lib/go-$GO_BACKPORTS/bin/go"
-        version="$(go_version "$go_bin")"
-    fi
-    export PATH="$(dirname "$go_bin"):$PATH" CGO_ENABLED=0
-    if version_at_least "$version" "$GO_MIN"; then
-        # Never let a recent enough Go fetch a toolchain behind our back.
-        export GOTOOLCHAIN=local
-    else
-        log "Go $version is older than $GO_MIN: the go command fetches $GO_TOOLCHAIN through the module proxy (about 76 MB)"
-        export GOTOOLCHAIN="$GO_TOOLCHAIN"
-    fi
-    GO_READY=1
 }
 
 # Version checks read the whole output first: `cmd | grep -q` under pipefail fails at random when grep exits

@@ -1,0 +1,245 @@
+"""The Helm chart (deploy/helm/mlstack) rendered and checked without a cluster: lint, schema, required secrets and
+the house rules on every rendered manifest. Installing it on a real cluster is not tested here (yet)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "mlstack"
+TEST_VALUES = Path(__file__).with_name("values-test.yaml")
+APPS = ("serving", "etl", "training")
+RELEASE = "mls"
+HELM_TIMEOUT_SECONDS = 60
+
+SECRET_VALUES = yaml.safe_load(TEST_VALUES.read_text())["secrets"]
+# The secrets every install needs, and those only the trial MLflow needs (values-test.yaml turns it on).
+APP_SECRETS = ("adminToken", "serviceToken", "mongoPassword", "mlflowTrainingPassword", "mlflowServingPassword")
+TRIAL_SECRETS = ("mlflowAdminPassword", "mlflowFlaskSecretKey", "postgresPassword", "s3SecretAccessKey")
+
+
+def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run helm on the chart; the caller checks the result."""
+    return subprocess.run(
+        [str(helm), *args], capture_output=True, text=True, timeout=HELM_TIMEOUT_SECONDS, check=False
+    )
+
+
+def template(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_helm(helm, "template", RELEASE, str(CHART), "--namespace", "mlstack", *args)
+
+
+def without_secret(name: str, tmp_path: Path) -> Path:
+    """A copy of the test values with one secret removed."""
+    values = yaml.safe_load(TEST_VALUES.read_text())
+    del values["secrets"][name]
+    path = tmp_path / f"values-without-{name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture(scope="module")
+def manifests(helm_bin: Path) -> list[dict]:
+    """Every object the chart renders with the test values (all trial components on)."""
+    done = template(helm_bin, "-f", str(TEST_VALUES))
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def by_kind(manifests: list[dict], kind: str) -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for doc in manifests if doc["kind"] == kind}
+
+
+def pod_specs(manifests: list[dict]) -> dict[str, dict]:
+    """Pod specs of every Deployment and Job, by object name."""
+    return {
+        doc["metadata"]["name"]: doc["spec"]["template"]["spec"]
+        for doc in manifests
+        if doc["kind"] in ("Deployment", "Job")
+    }
+
+
+def test_lint_strict(helm_bin: Path) -> None:
+    done = run_helm(helm_bin, "lint", "--strict", str(CHART), "-f", str(TEST_VALUES))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_renders_the_whole_stack(manifests: list[dict]) -> None:
+    deployments = by_kind(manifests, "Deployment")
+    assert set(deployments) == {f"{RELEASE}-{name}" for name in (*APPS, "mongo", "postgres", "s3", "mlflow")}
+    services = by_kind(manifests, "Service")
+    assert set(services) == set(deployments)
+    assert set(by_kind(manifests, "Job")) == {f"{RELEASE}-mlflow-users-1"}
+
+
+def test_default_replicas(manifests: list[dict]) -> None:
+    """Serving 3 (its HPA's floor: the HPA owns the count), ETL and training 2."""
+    deployments = by_kind(manifests, "Deployment")
+    hpa = by_kind(manifests, "HorizontalPodAutoscaler")[f"{RELEASE}-serving"]
+    assert hpa["spec"]["minReplicas"] == 3
+    assert hpa["spec"]["scaleTargetRef"]["name"] == f"{RELEASE}-serving"
+    assert "replicas" not in deployments[f"{RELEASE}-serving"]["spec"]
+    assert deployments[f"{RELEASE}-etl"]["spec"]["replicas"] == 2
+    assert deployments[f"{RELEASE}-training"]["spec"]["replicas"] == 2
+
+
+def test_serving_replicas_without_hpa(helm_bin: Path) -> None:
+    done = template(helm_bin, "-f", str(TEST_VALUES), "--set", "apps.serving.hpa.enabled=false")
+    assert done.returncode == 0, done.stderr
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    assert by_kind(docs, "Deployment")[f"{RELEASE}-serving"]["spec"]["replicas"] == 3
+    assert not by_kind(docs, "HorizontalPodAutoscaler")
+
+
+@pytest.mark.parametrize("name", APP_SECRETS + TRIAL_SECRETS)
+def test_missing_secret_fails_naming_it(helm_bin: Path, tmp_path: Path, name: str) -> None:
+    done = template(helm_bin, "-f", str(without_secret(name, tmp_path)))
+    assert done.returncode != 0, f"rendered without secrets.{name}"
+    assert f"secrets.{name} is required" in done.stderr
+
+
+def test_trial_secrets_needed_only_with_trial_mlflow(helm_bin: Path, tmp_path: Path) -> None:
+    values = {"secrets": {name: SECRET_VALUES[name] for name in APP_SECRETS}}
+    path = tmp_path / "values-external.yaml"
+    path.write_text(yaml.safe_dump(values))
+    done = template(helm_bin, "-f", str(path))
+    assert done.returncode == 0, done.stderr
+
+
+def test_existing_secret_needs_no_values(helm_bin: Path) -> None:
+    done = template(helm_bin, "--set", "secrets.existingSecret=my-secrets")
+    assert done.returncode == 0, done.stderr
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    assert not by_kind(docs, "Secret")
+    refs = {
+        env["valueFrom"]["secretKeyRef"]["name"]
+        for spec in pod_specs(docs).values()
+        for container in spec["containers"]
+        for env in container.get("env", [])
+        if "secretKeyRef" in env.get("valueFrom", {})
+    }
+    assert refs == {"my-secrets"}
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("apps.etl.replicas=three", "at '/apps/etl/replicas': got string, want integer"),
+        ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
+        ("config.LOG_LEVEL=LOUD", "at '/config/LOG_LEVEL'"),
+        ("apps.serving.hpa.targetCPUUtilizationPercentage=150", "at '/apps/serving/hpa/targetCPU"),
+        ("nginx.port=80", "at '/nginx/port'"),
+        ("mlflow.trackingUri=mlflow:5000", "at '/mlflow/trackingUri'"),
+        ("secrets.adminToken=short", "at '/secrets/adminToken'"),
+        ("apps.serving.replica=3", "'replica' not allowed"),
+    ],
+)
+def test_schema_rejects_bad_values(helm_bin: Path, setting: str, complaint: str) -> None:
+    """values.schema.json: types, enums, ranges, patterns and no unknown keys (a typo is an error, not a no-op)."""
+    done = template(helm_bin, "-f", str(TEST_VALUES), "--set", setting)
+    assert done.returncode != 0, f"schema accepted {setting}"
+    assert "values don't meet the specifications of the schema" in done.stderr
+    assert complaint in done.stderr
+
+
+def test_every_container_has_probes_resources_and_runs_as_non_root(manifests: list[dict]) -> None:
+    deployments = by_kind(manifests, "Deployment")
+    for name, spec in pod_specs(manifests).items():
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["automountServiceAccountToken"] is False, name
+        for container in spec["containers"]:
+            where = f"{name}/{container['name']}"
+            if name in deployments:  # a Job's pod ends; probes are for long-running ones
+                assert {"livenessProbe", "readinessProbe"} <= container.keys(), where
+            assert container["resources"]["requests"] and container["resources"]["limits"], where
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True and context["runAsUser"] > 0, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+
+
+def test_app_pods_health_ready_readonly_and_scraped(manifests: list[dict]) -> None:
+    deployments = by_kind(manifests, "Deployment")
+    for app in APPS:
+        pod = deployments[f"{RELEASE}-{app}"]["spec"]["template"]
+        containers = {c["name"]: c for c in pod["spec"]["containers"]}
+        assert set(containers) == {"app", "nginx"}
+        assert containers["app"]["image"] == f"mlstack/{app}:local"
+        assert containers["app"]["livenessProbe"]["httpGet"]["path"] == "/health"
+        for container in containers.values():
+            assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        annotations = pod["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == "8000"
+
+
+def test_nginx_uses_the_services_own_templates(manifests: list[dict]) -> None:
+    nginx = by_kind(manifests, "ConfigMap")[f"{RELEASE}-nginx"]["data"]
+    for app, folder in zip(APPS, ("serving-flask", "etl-flask-scheduler", "training-flask-scheduler"), strict=True):
+        source = (REPO / folder / "nginx" / "default.conf.template").read_text()
+        assert nginx[f"{app}.conf.template"] == source.rstrip("\n")
+
+
+def test_every_app_has_its_pod_disruption_budget(manifests: list[dict]) -> None:
+    deployments = by_kind(manifests, "Deployment")
+    budgets = list(by_kind(manifests, "PodDisruptionBudget").values())
+    for app in APPS:
+        labels = deployments[f"{RELEASE}-{app}"]["spec"]["selector"]["matchLabels"]
+        matching = [b for b in budgets if b["spec"]["selector"]["matchLabels"] == labels]
+        assert len(matching) == 1, app
+        assert matching[0]["spec"]["minAvailable"] >= 1
+
+
+def test_network_policies(manifests: list[dict]) -> None:
+    policies = by_kind(manifests, "NetworkPolicy")
+    for app in APPS:
+        rules = policies[f"{RELEASE}-{app}"]["spec"]["ingress"]
+        gunicorn = [r for r in rules if r["ports"] == [{"port": "gunicorn", "protocol": "TCP"}]]
+        # Only Prometheus reaches Gunicorn from outside the pod (its Nginx uses loopback).
+        assert len(gunicorn) == 1 and len(gunicorn[0]["from"]) == 1, app
+        assert gunicorn[0]["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+        assert all(r["ports"][0]["port"] in ("http", "gunicorn") for r in rules), app
+    # The registry: only serving (reads), training (writes) and the user provisioning job get in; never the ETL.
+    registry = policies[f"{RELEASE}-mlflow"]["spec"]["ingress"][0]["from"]
+    components = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in registry}
+    assert components == {"serving", "training", "mlflow-users"}
+    etl_egress = policies[f"{RELEASE}-etl-egress"]["spec"]["egress"]
+    assert {port["port"] for rule in etl_egress for port in rule["ports"]} == {53, 27017, "http"}
+    for store in ("postgres", "s3"):
+        peers = policies[f"{RELEASE}-{store}"]["spec"]["ingress"][0]["from"]
+        assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in peers] == ["mlflow"]
+
+
+def test_network_policies_can_be_turned_off(helm_bin: Path) -> None:
+    done = template(helm_bin, "-f", str(TEST_VALUES), "--set", "networkPolicy.enabled=false")
+    assert done.returncode == 0, done.stderr
+    assert "kind: NetworkPolicy" not in done.stdout
+
+
+def test_no_secret_value_outside_the_secret(manifests: list[dict]) -> None:
+    secret = by_kind(manifests, "Secret")[f"{RELEASE}-secrets"]
+    assert set(secret["stringData"].values()) == set(SECRET_VALUES.values())
+    for doc in manifests:
+        if doc["kind"] == "Secret":
+            continue
+        text = yaml.safe_dump(doc)
+        leaked = [key for key, value in SECRET_VALUES.items() if value in text]
+        assert not leaked, f"{doc['kind']} {doc['metadata']['name']} holds secrets.{leaked}"
+
+
+def test_each_app_gets_only_its_own_registry_credentials(manifests: list[dict]) -> None:
+    specs = pod_specs(manifests)
+    wanted_by_app = {"serving": {"MLFLOW_SERVING_PASSWORD"}, "training": {"MLFLOW_TRAINING_PASSWORD"}, "etl": set()}
+    for app, wanted in wanted_by_app.items():
+        app_container = specs[f"{RELEASE}-{app}"]["containers"][0]
+        keys = {
+            env["valueFrom"]["secretKeyRef"]["key"]
+            for env in app_container["env"]
+            if "secretKeyRef" in env.get("valueFrom", {})
+        }
+        assert {key for key in keys if key.startswith("MLFLOW_")} == wanted, app
