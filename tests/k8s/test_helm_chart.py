@@ -15,6 +15,8 @@ TEST_VALUES = Path(__file__).with_name("values-test.yaml")
 APPS = ("serving", "etl", "training")
 RELEASE = "mls"
 HELM_TIMEOUT_SECONDS = 60
+# Above conftest.BUILD_TIMEOUT_SECONDS: the first test's setup may build Helm.
+pytestmark = pytest.mark.timeout(480)
 
 SECRET_VALUES = yaml.safe_load(TEST_VALUES.read_text())["secrets"]
 # The secrets every install needs, and those only the trial MLflow needs (values-test.yaml turns it on).
