@@ -3,6 +3,7 @@ the house rules on every rendered manifest. Installing it on a real cluster is n
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -245,3 +246,43 @@ def test_each_app_gets_only_its_own_registry_credentials(manifests: list[dict]) 
             if "secretKeyRef" in env.get("valueFrom", {})
         }
         assert {key for key in keys if key.startswith("MLFLOW_")} == wanted, app
+
+
+# Read by someone other than the settings objects: Gunicorn's config (mlstack_core/gunicorn_conf.py reads
+# GUNICORN_* and FORWARDED_ALLOW_IPS), GitPython and MLflow's client.
+OTHER_READERS = re.findall(r'os\.environ\.get\("(\w+)"', (REPO / "core/src/mlstack_core/gunicorn_conf.py").read_text())
+OTHER_READERS += ["GIT_PYTHON_REFRESH", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"]
+
+
+def app_environment(manifests: list[dict], app: str) -> dict[str, str]:
+    """The environment the chart gives an app container: its ConfigMap plus its own env, secrets resolved."""
+    config = by_kind(manifests, "ConfigMap")[f"{RELEASE}-config"]["data"]
+    secret = by_kind(manifests, "Secret")[f"{RELEASE}-secrets"]["stringData"]
+    container = pod_specs(manifests)[f"{RELEASE}-{app}"]["containers"][0]
+    env = dict(config)
+    for item in container["env"]:
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        env[item["name"]] = secret[ref["key"]] if ref else item["value"]
+    return env
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_apps_accept_the_rendered_configuration(manifests: list[dict], app: str) -> None:
+    """Each app's own settings object validates the environment the chart gives it, and knows every name in it
+    (the settings ignore unknown names, so a misspelt one would otherwise pass unnoticed)."""
+    from etl.settings import EtlSettings
+    from mlstack_core.settings import load_settings
+    from serving.settings import ServingSettings
+    from training.settings import TrainingSettings
+
+    settings_cls = {"serving": ServingSettings, "etl": EtlSettings, "training": TrainingSettings}[app]
+    env = app_environment(manifests, app)
+    known = {
+        str(name)
+        for field in settings_cls.model_fields.values()
+        for name in getattr(field.validation_alias, "choices", ())
+    }
+    assert set(env) - known - set(OTHER_READERS) == set(), app
+    settings = load_settings(settings_cls, env)
+    assert settings.admin_token.get_secret_value() == SECRET_VALUES["adminToken"]
+    assert settings.mongo_host == f"{RELEASE}-mongo"
