@@ -188,6 +188,32 @@ def test_nginx_uses_the_services_own_templates(manifests: list[dict]) -> None:
         assert nginx[f"{app}.conf.template"] == source.rstrip("\n")
 
 
+def test_packaged_chart_carries_the_templates(helm_bin: Path, tmp_path: Path) -> None:
+    """files/nginx/* are links to the services' templates: `helm package` must put their contents in the archive."""
+    done = run_helm(helm_bin, "package", str(CHART), "--destination", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    (archive,) = tmp_path.glob("mlstack-*.tgz")
+    done = run_helm(helm_bin, "template", RELEASE, str(archive), "-f", str(TEST_VALUES))
+    assert done.returncode == 0, done.stderr
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    nginx = by_kind(docs, "ConfigMap")[f"{RELEASE}-nginx"]["data"]
+    source = (REPO / "serving-flask" / "nginx" / "default.conf.template").read_text()
+    assert nginx["serving.conf.template"] == source.rstrip("\n")
+
+
+def test_containers_run_as_the_images_users(manifests: list[dict]) -> None:
+    """The uid the chart asks for is the one our Dockerfiles create (runAsNonRoot needs a numeric USER)."""
+    for dockerfile, names in (
+        ("compose/app.Dockerfile", [f"{RELEASE}-{app}" for app in APPS]),
+        ("model-management/Dockerfile", [f"{RELEASE}-mlflow", f"{RELEASE}-mlflow-users-1"]),
+    ):
+        (user,) = re.findall(r"^USER (\d+):\d+$", (REPO / dockerfile).read_text(), re.MULTILINE)
+        specs = pod_specs(manifests)
+        for name in names:
+            container = specs[name]["containers"][0]
+            assert container["securityContext"]["runAsUser"] == int(user), name
+
+
 def test_every_app_has_its_pod_disruption_budget(manifests: list[dict]) -> None:
     deployments = by_kind(manifests, "Deployment")
     budgets = list(by_kind(manifests, "PodDisruptionBudget").values())
