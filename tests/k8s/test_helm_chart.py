@@ -177,8 +177,16 @@ def test_app_pods_health_ready_readonly_and_scraped(manifests: list[dict]) -> No
             assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
         annotations = pod["metadata"]["annotations"]
+        gunicorn_port = containers["app"]["ports"][0]["containerPort"]
         assert annotations["prometheus.io/scrape"] == "true"
-        assert annotations["prometheus.io/port"] == "8000"
+        assert annotations["prometheus.io/port"] == str(gunicorn_port)
+        # The sidecar proxies to Gunicorn over loopback; the Service reaches only the sidecar.
+        nginx_env = {item["name"]: item["value"] for item in containers["nginx"]["env"]}
+        assert nginx_env["NGINX_UPSTREAM"] == f"127.0.0.1:{gunicorn_port}"
+        assert containers["nginx"]["ports"] == [{"name": "http", "containerPort": int(nginx_env["NGINX_PORT"])}]
+        service = by_kind(manifests, "Service")[f"{RELEASE}-{app}"]["spec"]
+        assert service["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+        assert service["selector"] == deployments[f"{RELEASE}-{app}"]["spec"]["selector"]["matchLabels"]
 
 
 def test_nginx_uses_the_services_own_templates(manifests: list[dict]) -> None:
