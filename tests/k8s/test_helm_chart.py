@@ -252,6 +252,21 @@ def test_network_policies(manifests: list[dict]) -> None:
         assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in peers] == ["mlflow"]
 
 
+def test_network_policy_clients_narrow_the_nginx_port(helm_bin: Path, tmp_path: Path) -> None:
+    """With networkPolicy.clients set, the Nginx port admits those clients and the release's own apps only."""
+    client = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
+    path = tmp_path / "clients.yaml"
+    path.write_text(yaml.safe_dump({"networkPolicy": {"clients": [client]}}))
+    done = template(helm_bin, "-f", str(TEST_VALUES), "-f", str(path))
+    assert done.returncode == 0, done.stderr
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    for app in APPS:
+        rules = by_kind(docs, "NetworkPolicy")[f"{RELEASE}-{app}"]["spec"]["ingress"]
+        (http,) = [r for r in rules if r["ports"][0]["port"] == "http"]
+        own_apps = {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE, "mlstack.io/tier": "app"}}}
+        assert http["from"] == [own_apps, client], app
+
+
 def test_network_policies_can_be_turned_off(helm_bin: Path) -> None:
     done = template(helm_bin, "-f", str(TEST_VALUES), "--set", "networkPolicy.enabled=false")
     assert done.returncode == 0, done.stderr
