@@ -36,6 +36,13 @@ def template(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_helm(helm, "template", RELEASE, str(CHART), "--namespace", "mlstack", *args)
 
 
+def rendered(helm: Path, *args: str) -> list[dict]:
+    """The objects `helm template` renders with these arguments (it must succeed)."""
+    done = template(helm, *args)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
 def without_secret(name: str, tmp_path: Path) -> Path:
     """A copy of the test values with one secret removed."""
     values = yaml.safe_load(TEST_VALUES.read_text())
@@ -48,9 +55,7 @@ def without_secret(name: str, tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def manifests(helm_bin: Path) -> list[dict]:
     """Every object the chart renders with the test values (all trial components on)."""
-    done = template(helm_bin, "-f", str(TEST_VALUES))
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    return rendered(helm_bin, "-f", str(TEST_VALUES))
 
 
 def by_kind(manifests: list[dict], kind: str) -> dict[str, dict]:
@@ -91,9 +96,7 @@ def test_default_replicas(manifests: list[dict]) -> None:
 
 
 def test_serving_replicas_without_hpa(helm_bin: Path) -> None:
-    done = template(helm_bin, "-f", str(TEST_VALUES), "--set", "apps.serving.hpa.enabled=false")
-    assert done.returncode == 0, done.stderr
-    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    docs = rendered(helm_bin, "-f", str(TEST_VALUES), "--set", "apps.serving.hpa.enabled=false")
     assert by_kind(docs, "Deployment")[f"{RELEASE}-serving"]["spec"]["replicas"] == 3
     assert not by_kind(docs, "HorizontalPodAutoscaler")
 
@@ -109,14 +112,15 @@ def test_trial_secrets_needed_only_with_trial_mlflow(helm_bin: Path, tmp_path: P
     values = {"secrets": {name: SECRET_VALUES[name] for name in APP_SECRETS}}
     path = tmp_path / "values-external.yaml"
     path.write_text(yaml.safe_dump(values))
-    done = template(helm_bin, "-f", str(path))
-    assert done.returncode == 0, done.stderr
+    docs = rendered(helm_bin, "-f", str(path))
+    # External MongoDB, MLflow and S3: only the apps run, and the Secret holds only their keys.
+    assert set(by_kind(docs, "Deployment")) == {f"{RELEASE}-{app}" for app in APPS}
+    secret = by_kind(docs, "Secret")[f"{RELEASE}-secrets"]["stringData"]
+    assert set(secret.values()) == {SECRET_VALUES[name] for name in APP_SECRETS}
 
 
 def test_existing_secret_needs_no_values(helm_bin: Path) -> None:
-    done = template(helm_bin, "--set", "secrets.existingSecret=my-secrets")
-    assert done.returncode == 0, done.stderr
-    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    docs = rendered(helm_bin, "--set", "secrets.existingSecret=my-secrets")
     assert not by_kind(docs, "Secret")
     refs = {
         env["valueFrom"]["secretKeyRef"]["name"]
@@ -257,9 +261,7 @@ def test_network_policy_clients_narrow_the_nginx_port(helm_bin: Path, tmp_path: 
     client = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
     path = tmp_path / "clients.yaml"
     path.write_text(yaml.safe_dump({"networkPolicy": {"clients": [client]}}))
-    done = template(helm_bin, "-f", str(TEST_VALUES), "-f", str(path))
-    assert done.returncode == 0, done.stderr
-    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    docs = rendered(helm_bin, "-f", str(TEST_VALUES), "-f", str(path))
     for app in APPS:
         rules = by_kind(docs, "NetworkPolicy")[f"{RELEASE}-{app}"]["spec"]["ingress"]
         (http,) = [r for r in rules if r["ports"][0]["port"] == "http"]
@@ -268,9 +270,8 @@ def test_network_policy_clients_narrow_the_nginx_port(helm_bin: Path, tmp_path: 
 
 
 def test_network_policies_can_be_turned_off(helm_bin: Path) -> None:
-    done = template(helm_bin, "-f", str(TEST_VALUES), "--set", "networkPolicy.enabled=false")
-    assert done.returncode == 0, done.stderr
-    assert "kind: NetworkPolicy" not in done.stdout
+    docs = rendered(helm_bin, "-f", str(TEST_VALUES), "--set", "networkPolicy.enabled=false")
+    assert not by_kind(docs, "NetworkPolicy")
 
 
 def test_no_secret_value_outside_the_secret(manifests: list[dict]) -> None:
