@@ -132,6 +132,22 @@ def test_existing_secret_needs_no_values(helm_bin: Path) -> None:
     assert refs == {"my-secrets"}
 
 
+def test_external_services_example(helm_bin: Path) -> None:
+    """values-external.example.yaml: the apps point at the named MongoDB and MLflow, no trial pod, no Secret."""
+    example = CHART / "values-external.example.yaml"
+    values = yaml.safe_load(example.read_text())
+    docs = rendered(helm_bin, "-f", str(example))
+    assert set(by_kind(docs, "Deployment")) == {f"{RELEASE}-{app}" for app in APPS}
+    assert not by_kind(docs, "Secret")
+    config = by_kind(docs, "ConfigMap")[f"{RELEASE}-config"]["data"]
+    assert config["HOSTDBEXT"] == values["mongo"]["host"]
+    for app in ("serving", "training"):
+        container = pod_specs(docs)[f"{RELEASE}-{app}"]["containers"][0]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        assert env["MLFLOW_TRACKING_URI"] == values["mlflow"]["trackingUri"]
+        assert container["image"] == f"{values['image']['prefix']}/{app}:{values['image']['tag']}"
+
+
 @pytest.mark.parametrize(
     ("setting", "complaint"),
     [
