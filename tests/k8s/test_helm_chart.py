@@ -252,6 +252,20 @@ def test_every_app_has_its_pod_disruption_budget(manifests: list[dict]) -> None:
         assert matching[0]["spec"]["minAvailable"] >= 1
 
 
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("apps.etl.replicas=1", "apps.etl.pdb.minAvailable (1) must be below its replica count (1)"),
+        ("apps.serving.hpa.minReplicas=2", "apps.serving.pdb.minAvailable (2) must be below its replica count (2)"),
+        ("apps.serving.hpa.maxReplicas=2", "apps.serving.hpa.maxReplicas (2) is below its minReplicas (3)"),
+    ],
+)
+def test_budgets_and_autoscaling_that_cannot_work_are_refused(helm_bin: Path, setting: str, complaint: str) -> None:
+    done = template(helm_bin, "-f", str(TEST_VALUES), "--set", setting)
+    assert done.returncode != 0, f"rendered with {setting}"
+    assert complaint in done.stderr
+
+
 def test_network_policies(manifests: list[dict]) -> None:
     policies = by_kind(manifests, "NetworkPolicy")
     for app in APPS:
