@@ -7,6 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -82,6 +83,33 @@ def test_renders_the_whole_stack(manifests: list[dict]) -> None:
     services = by_kind(manifests, "Service")
     assert set(services) == set(deployments)
     assert set(by_kind(manifests, "Job")) == {f"{RELEASE}-mlflow-users-1"}
+
+
+# The chart's kubeVersion floor (Chart.yaml), the cluster of ../shared/notes/kubernetes.md, the newest schemas.
+API_VERSIONS = ("1.25.0", "1.34.0", "1.37.0")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["-f", str(TEST_VALUES)],
+        ["-f", str(TEST_VALUES), "--set", "apps.serving.hpa.enabled=false"],
+        ["-f", str(CHART / "values-external.example.yaml")],
+    ],
+    ids=["all-trial", "no-hpa", "external"],
+)
+def test_manifests_match_the_kubernetes_api(helm_bin: Path, values: list[str]) -> None:
+    """Every rendered object against the API's JSON schemas, strict: an unknown or misspelt field is an error
+    (the API server would drop it silently, as kubelet does with unknown config fields)."""
+    docs = rendered(helm_bin, *values)
+    problems = []
+    for version in API_VERSIONS:
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                problems.append(f"{version} {doc['kind']} {doc['metadata']['name']}: {exc.message}")
+    assert not problems, "\n".join(problems)
 
 
 def test_default_replicas(manifests: list[dict]) -> None:
