@@ -11,7 +11,7 @@ from etl import services
 from mlstack_core.appkit import get_mongo, get_settings
 from mlstack_core.auth import require_admin
 from mlstack_core.csv_rows import parse_csv
-from mlstack_core.openapi import document
+from mlstack_core.openapi import IndexAnswer, document
 from mlstack_core.row_schemas import RowsPayload
 from mlstack_core.rows import RowsRepository
 from mlstack_core.service_errors import ServiceError
@@ -30,6 +30,25 @@ class IngestHeaders(BaseModel):
                                         examples=["3f1c9a2e-ingest-1"])
 
 
+class EtlIndex(IndexAnswer):
+    """``GET /`` of the ETL: its batch size and where it sends rows to be predicted."""
+
+    batch_size: int
+    predict_api: str
+
+
+class IngestAnswer(BaseModel):
+    """``POST /ingest``: the stored batch and what serving predicted of it (``forward_error`` when it could not)."""
+
+    batch_id: str
+    inserted: int
+    ids: list[str]
+    sent: int
+    predicted: int
+    backfilled: int
+    pending: int | None = Field(None, description="rows still waiting for a prediction (the next run sends them)")
+    replayed: bool | None = Field(None, description="true for a retry with an Idempotency-Key already used")
+
 
 def _repo() -> RowsRepository:
     settings = get_settings()
@@ -37,6 +56,7 @@ def _repo() -> RowsRepository:
 
 
 @bp.get("/")
+@document(responses={200: EtlIndex})
 def index():
     """What this service is and its endpoints."""
     settings = get_settings()
@@ -58,7 +78,7 @@ def index():
 
 
 @bp.post("/ingest")
-@document(json=RowsPayload, headers=IngestHeaders, responses={201: None})
+@document(json=RowsPayload, headers=IngestHeaders, responses={201: IngestAnswer})
 @require_admin
 def ingest():
     """Extract data from outside: JSON rows, a CSV body (text/csv) or a CSV file upload (field 'file')."""

@@ -17,7 +17,7 @@ from mlstack_core.openapi import RowsQuery, document
 from mlstack_core.service_errors import ServiceError
 from mlstack_core.validation import bounded_int
 from serving import routes, services
-from serving.schemas import LengthDataAnswer
+from serving.schemas import DummyAnswer, LatestDataAnswer, LengthDataAnswer, TestAnswer, WineRow
 
 bp = Blueprint("serving_legacy", __name__)
 
@@ -34,6 +34,7 @@ def model_info_text(info: dict[str, Any]) -> str:
 
 
 @bp.post("/predictDummy/")
+@document(json=WineRow, responses={200: DummyAnswer})
 def predict_dummy():
     """One row -> ``{"modelInfo", "result"}`` (the original's one-row prediction)."""
     payload = routes.request_json()
@@ -54,7 +55,7 @@ def length_data():
 
 
 @bp.get("/getLatestData/")
-@document(query=RowsQuery)
+@document(query=RowsQuery, responses={200: LatestDataAnswer})
 def latest_data():
     """The newest rows (default 5) as one object keyed by their position in the collection, oldest first."""
     n = bounded_int(request.args.get("n"), name="n", default=ORIGINAL_LATEST_ROWS, low=1, high=routes.MAX_LATEST)
@@ -66,6 +67,7 @@ def latest_data():
 
 
 @bp.get("/predictTestMLFlow/")
+@document(responses={200: TestAnswer})
 def predict_test():
     """Predict generated rows with known quality: ``modelInfo`` and ``result`` (the predictions) plus the error."""
     frame = generate_frame(20, seed=1234)

@@ -14,7 +14,15 @@ from mlstack_core.service_errors import ServiceError
 from mlstack_core.validation import bounded_int
 from serving import services
 from serving.model_store import ModelStore
-from serving.schemas import CountAnswer, PredictAnswer, PredictBody
+from serving.schemas import (
+    CountAnswer,
+    LatestRowsAnswer,
+    ModelStatusAnswer,
+    PredictAnswer,
+    PredictBody,
+    ReloadAnswer,
+    ServingIndex,
+)
 
 bp = Blueprint("serving", __name__)
 
@@ -58,6 +66,7 @@ def request_json():
 
 
 @bp.get("/")
+@document(responses={200: ServingIndex})
 def index():
     """What this service is and its endpoints."""
     return jsonify(
@@ -97,6 +106,7 @@ def predict():
 
 
 @bp.get("/model")
+@document(responses={200: ModelStatusAnswer})
 def model_info():
     """The model this worker serves, and when it last checked the registry."""
     store = model_store()
@@ -112,6 +122,7 @@ def model_info():
 
 
 @bp.post("/model/reload")
+@document(responses={200: ReloadAnswer})
 @require_admin
 def reload_model():
     """Reload the champion in this worker now and make every other worker check within a second."""
@@ -124,7 +135,7 @@ def reload_model():
 
 
 @bp.get("/data/latest")
-@document(query=RowsQuery)
+@document(query=RowsQuery, responses={200: LatestRowsAnswer})
 def latest_data():
     """The newest rows (default 10, at most 1000) with their predictions."""
     n = bounded_int(request.args.get("n"), name="n", default=10, low=1, high=MAX_LATEST)

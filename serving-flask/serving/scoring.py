@@ -19,7 +19,7 @@ from mlstack_core.openapi import document
 from mlstack_core.service_errors import ServiceError
 from mlstack_core.validation import MAX_ROWS_PER_REQUEST, extract_rows
 from serving import routes, services
-from serving.schemas import InvocationsAnswer
+from serving.schemas import InvocationsAnswer, InvocationsBody
 
 bp = Blueprint("scoring", __name__)
 
@@ -28,7 +28,7 @@ CONTENT_TYPES = ("application/json", "text/csv")
 
 
 @bp.post("/invocations")
-@document(responses={200: InvocationsAnswer})
+@document(json=InvocationsBody, responses={200: InvocationsAnswer})
 def invocations():
     """Predict rows sent as MLflow's scoring server takes them; ``{"predictions": [...]}``."""
     if request.mimetype == "text/csv":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, current_app, g, jsonify, request
+from pydantic import BaseModel, Field
 
 from mlstack_core.appkit import get_settings
 from mlstack_core.auth import require_admin
-from mlstack_core.openapi import RowsQuery, document
+from mlstack_core.openapi import IndexAnswer, RowsQuery, document
 from mlstack_core.validation import bounded_int
 from training.services import TrainingService
 
@@ -15,11 +18,63 @@ bp = Blueprint("training", __name__)
 MAX_PROMOTIONS = 500
 
 
+class TrainingIndex(IndexAnswer):
+    """``GET /`` of training: the registered model, the experiment and the promotion rule in words."""
+
+    model_name: str
+    experiment: str
+    promotion_rule: str
+
+
+class AliasVersion(BaseModel):
+    """The version holding an alias, and the promotion decision recorded on it (as tags)."""
+
+    version: str
+    run_id: str | None
+    created_at: str
+    promotion: dict[str, str]
+
+
+class ModelAliasesAnswer(BaseModel):
+    """``GET /model``: which versions hold champion, previous_champion and challenger."""
+
+    model_name: str
+    aliases: dict[str, AliasVersion]
+    rule: str
+    read_at: str
+    stale: bool = Field(description="true when the registry is down and this is the last answer it gave")
+
+
+class Decision(BaseModel):
+    """A recorded promotion decision (promoted, rejected, rollback...)."""
+
+    outcome: str = Field(examples=["promoted"])
+    model_name: str
+    reason: str
+    decided_at: str
+
+
+class PromotionsAnswer(BaseModel):
+    """``GET /promotions``: the latest decisions, newest first."""
+
+    promotions: list[Decision]
+
+
+class RollbackAnswer(Decision):
+    """``POST /model/rollback``: the decision recorded, and whether serving was told to reload."""
+
+    champion_version: str | None
+    previous_champion_version: str | None
+    recorded_in_mongodb: bool
+    serving_nudge: dict[str, Any]
+
+
 def _service() -> TrainingService:
     return current_app.extensions["training"]
 
 
 @bp.get("/")
+@document(responses={200: TrainingIndex})
 def index():
     """What this service is and its endpoints."""
     settings = get_settings()
@@ -45,13 +100,14 @@ def index():
 
 
 @bp.get("/model")
+@document(responses={200: ModelAliasesAnswer})
 def model_status():
     """The versions holding the aliases and their recorded promotion decision."""
     return jsonify(_service().model_status())
 
 
 @bp.get("/promotions")
-@document(query=RowsQuery)
+@document(query=RowsQuery, responses={200: PromotionsAnswer})
 def promotions():
     """The latest promotion decisions, newest first (default 20)."""
     n = bounded_int(request.args.get("n"), name="n", default=20, low=1, high=MAX_PROMOTIONS)
@@ -59,6 +115,7 @@ def promotions():
 
 
 @bp.post("/model/rollback")
+@document(responses={200: RollbackAnswer})
 @require_admin
 def rollback():
     """Make previous_champion the champion again (409 when there is none) and tell serving to reload."""

@@ -17,7 +17,7 @@ from mlstack_core.errors import register_error_handlers
 from mlstack_core.json_request import JsonRequest
 from mlstack_core.logs import configure_logging
 from mlstack_core.mongo import MongoProvider
-from mlstack_core.openapi import install_openapi
+from mlstack_core.openapi import HealthAnswer, ReadyAnswer, document, install_openapi
 from mlstack_core.settings import BaseServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -145,11 +145,13 @@ def public_failure(exc: BaseException) -> str:
 
 def _register_probes(app: Flask) -> None:
     @app.get("/health")
+    @document(responses={200: HealthAnswer})
     def health():
         """Liveness: the process answers."""
         return jsonify(status="ok", service=get_settings().service_name)
 
     @app.get("/ready")
+    @document(responses={200: ReadyAnswer, 503: ReadyAnswer})
     def ready():
         """Readiness: every dependency check passes (503 with the failing ones otherwise)."""
         results = {}

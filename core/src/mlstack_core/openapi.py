@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from flask import Flask, current_app, jsonify
 from flask_swagger_ui import get_swaggerui_blueprint
@@ -212,3 +212,31 @@ class WaitQuery(BaseModel):
     """``?wait=``: seconds to wait for the run to finish before answering."""
 
     wait: float | None = Field(None, ge=0, le=20, description="seconds, at most 20", examples=[5])
+
+
+class IndexAnswer(BaseModel):
+    """``GET /``: which service this is and its endpoints (each service adds its own fields)."""
+
+    service: str = Field(examples=["serving"])
+    endpoints: dict[str, str] = Field(description="'METHOD path' -> what it does")
+
+
+class HealthAnswer(BaseModel):
+    """``GET /health``: the process answers."""
+
+    status: Literal["ok"]
+    service: str
+
+
+class ReadyCheck(BaseModel):
+    """One dependency's check: ``detail`` is a word (ok, loaded, unreachable, timeout, failed...), no host."""
+
+    ok: bool
+    detail: str
+
+
+class ReadyAnswer(BaseModel):
+    """``GET /ready``: 200 when every check passes, 503 with the same shape when one fails."""
+
+    ready: bool
+    checks: dict[str, ReadyCheck] = Field(examples=[{"mongodb": {"ok": True, "detail": "ok"}}])

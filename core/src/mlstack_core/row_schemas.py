@@ -6,7 +6,7 @@ describe the same shapes and bounds to clients and are never used to validate a 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
@@ -48,11 +48,14 @@ class DataframeSplit(BaseModel):
 
     class Split(BaseModel):
         columns: list[str]
-        data: list[list[float]]
+        data: list[list[float]] = Field(min_length=1, max_length=10_000)
         index: list[Any] | None = None
 
     dataframe_split: Split
 
 
-class RowsPayload(RootModel[WineRow | list[WineRow] | RowsBody | DataframeRecords | DataframeSplit]):  # type: ignore[valid-type]
+RowList = Annotated[list[WineRow], Field(min_length=1, max_length=10_000)]  # type: ignore[valid-type]
+
+
+class RowsPayload(RootModel[WineRow | RowList | RowsBody | DataframeRecords | DataframeSplit]):  # type: ignore[valid-type]
     """One row object, a list of rows, ``{"rows": [...]}``, ``dataframe_records`` or ``dataframe_split``."""
