@@ -1,5 +1,7 @@
 """ETL endpoints at unit level: validation, auth and errors happen before anything is stored."""
 
+import io
+
 import pytest
 
 from mlstack_core.csv_rows import parse_csv
@@ -32,6 +34,18 @@ def test_state_changing_endpoints_need_the_token(client, method, path):
     response = getattr(client, method)(path, json={"minutes": 5})
     assert response.status_code == 401
     assert response.get_json()["error_code"] == "AUTH_REQUIRED"
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_a_refused_ingest_reads_the_whole_body(client, token):
+    """Answered before the body is looked at, the body is still read: left in the socket, Gunicorn's close would
+    reset the connection and Nginx would answer 502/503 instead of the 401/403 (found by the fuzzer)."""
+    body = io.BytesIO(b"[" + b'{"pH": 3.0},' * 100_000 + b"{}]")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = client.post("/ingest", input_stream=body, content_type="application/json", headers=headers,
+                           content_length=len(body.getvalue()))
+    assert response.status_code == (403 if token else 401)
+    assert body.tell() == len(body.getvalue())
 
 
 def test_modify_job_rejects_a_callable_and_runs_nothing(client, admin, tmp_path):
