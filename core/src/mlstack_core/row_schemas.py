@@ -46,6 +46,9 @@ class DataframeRecords(BaseModel):
 class DataframeSplit(BaseModel):
     """MLflow's ``dataframe_split``: column names and rows of values."""
 
+    model_config = ConfigDict(json_schema_extra={
+        "examples": [{"dataframe_split": {"columns": list(EXAMPLE_ROW), "data": [list(EXAMPLE_ROW.values())]}}]})
+
     class Split(BaseModel):
         columns: list[str]
         data: list[list[float]] = Field(min_length=1, max_length=10_000)
