@@ -28,7 +28,6 @@ from devstack.stack import DEFAULT_MONGO_DB, MODEL_ALIAS, MODEL_NAME
 log = logging.getLogger("bench")
 
 SERVING_ROOT = REPO_ROOT / "serving-flask"
-NGINX_TEMPLATE = SERVING_ROOT / "nginx" / "default.conf.template"
 EXPERIMENT = "bench"
 ADMIN_TOKEN = "bench-" + secrets.token_urlsafe(24)
 # The ETL's identity towards serving (row ids and quality on /predict); the bench ETL sends it.
@@ -159,8 +158,8 @@ class BenchStack:
     # ------------------------------------------------------------------ variants
 
     def _nginx(self, name: str, app_host: str, app_port: int) -> Nginx:
-        return Nginx(f"{name}-nginx", NGINX_TEMPLATE, upstream=f"{app_host}:{app_port}",
-                     workdir=self.workdir / f"{name}-nginx")
+        return Nginx.for_app(f"{name}-nginx", SERVING_ROOT, upstream=f"{app_host}:{app_port}",
+                             workdir=self.workdir / f"{name}-nginx")
 
     def serving_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The serving service's environment (as the native stack sets it)."""
@@ -202,8 +201,8 @@ class BenchStack:
                                 "MONGO_DB": database, "PREDICT_TIMEOUT_SECONDS": "120"})
         app = GunicornApp(name, "etl.app:create_app()", env=env, workdir=self.workdir / name, workers=2,
                           config_file=etl_root / "gunicorn.conf.py")
-        nginx = Nginx(f"{name}-nginx", etl_root / "nginx" / "default.conf.template", upstream=f"{app.host}:{app.port}",
-                      workdir=self.workdir / f"{name}-nginx")
+        nginx = Nginx.for_app(f"{name}-nginx", etl_root, upstream=f"{app.host}:{app.port}",
+                              workdir=self.workdir / f"{name}-nginx")
         app.start()
         nginx.start()
         variant = Variant(name, app, nginx, one_row_path="/ingest", batch_path="/ingest")

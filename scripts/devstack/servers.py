@@ -630,15 +630,42 @@ _LISTEN_RE = re.compile(r"^(\s*listen\s+)\$\{NGINX_PORT\}", re.MULTILINE)
 _LISTEN_V6_RE = re.compile(r"^\s*listen\s+\[::\]:\$\{NGINX_PORT\}[^\n]*\n?", re.MULTILINE)
 
 
-def render_template(text: str, *, port: int, upstream: str, host: str = LOOPBACK) -> str:
-    """Fill ${NGINX_PORT} and ${NGINX_UPSTREAM} only; nginx's own $variables stay as they are.
+_PLACEHOLDER_RE = re.compile(r"\$\{(NGINX_[A-Z0-9_]+)\}")
+# The one Nginx template of the three apps; each app's values for it are in <folder>/nginx/nginx.env.
+NGINX_TEMPLATE = REPO_ROOT / "compose" / "nginx.conf.template"
+
+
+def nginx_settings(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """An app's values for the shared template: the KEY=VALUE lines of <folder>/nginx/nginx.env (as compose
+    reads that file with env_file, and the Helm chart with its own parser)."""
+    path = REPO_ROOT / folder / "nginx" / "nginx.env"
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ValueError(f"{path}: not KEY=VALUE: {line!r}")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def render_template(
+    text: str, *, port: int, upstream: str, host: str = LOOPBACK, settings: Mapping[str, str] | None = None
+) -> str:
+    """Fill ${NGINX_PORT}, ${NGINX_UPSTREAM} and the app's settings; nginx's own $variables stay as they are.
 
     A bare `listen ${NGINX_PORT}` would bind every interface, so native runs bind it to host instead, and an
-    IPv6 `listen [::]:${NGINX_PORT}` line is dropped.
+    IPv6 `listen [::]:${NGINX_PORT}` line is dropped. A placeholder left without a value is an error.
     """
+    values = {**(settings or {}), "NGINX_PORT": str(port), "NGINX_UPSTREAM": upstream}
     text = _LISTEN_V6_RE.sub("", text)
     text = _LISTEN_RE.sub(lambda m: f"{m.group(1)}{host}:{port}", text)
-    return text.replace("${NGINX_PORT}", str(port)).replace("${NGINX_UPSTREAM}", upstream)
+    missing = sorted({name for name in _PLACEHOLDER_RE.findall(text) if name not in values})
+    if missing:
+        raise ValueError(f"no value for {', '.join(missing)} in the Nginx template")
+    return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)
 
 
 class Nginx(_Server):
@@ -656,19 +683,28 @@ class Nginx(_Server):
         port: int | None = None,
         binary: str | None = None,
         ready_path: str = "/health",
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(workdir, port=port)
         self.name = name
         self.template_path = Path(template_path)
         self.upstream = upstream
+        self.settings = dict(settings or {})
         self.binary = binary or os.environ.get("NGINX_BIN") or shutil.which("nginx") or NGINX_BIN
         self.ready_path = ready_path
         self.conf_path = self.workdir / "nginx.conf"
         self.access_log = self.log_dir / f"{name}-access.log"
 
+
+    @classmethod
+    def for_app(cls, name: str, folder: str | os.PathLike[str], **kwargs: Any) -> Nginx:
+        """Nginx in front of one of our apps: the shared template with the values of <folder>/nginx/nginx.env."""
+        return cls(name, NGINX_TEMPLATE, settings=nginx_settings(folder), **kwargs)
     def render(self) -> str:
         """The full nginx.conf: a minimal main context wrapping the rendered server-block template."""
-        server_block = render_template(self.template_path.read_text(), port=self.port, upstream=self.upstream)
+        server_block = render_template(
+            self.template_path.read_text(), port=self.port, upstream=self.upstream, settings=self.settings
+        )
         tmp = self.workdir / "tmp"
         # As root the workers would drop to "nobody", which cannot enter a 0700 test dir for temp files.
         user_line = "user root;\n" if os.geteuid() == 0 else ""

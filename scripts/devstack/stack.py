@@ -71,9 +71,9 @@ class ServiceSpec:
         return path if path.is_file() else None
 
     @property
-    def nginx_template(self) -> Path:
-        """The service's Nginx server-block template."""
-        return self.root / "nginx" / "default.conf.template"
+    def nginx_settings(self) -> Path:
+        """The service's values for the shared Nginx template (compose/nginx.conf.template)."""
+        return self.root / "nginx" / "nginx.env"
 
     def importable(self) -> bool:
         """Tell whether the service's app module can be imported by this interpreter."""
@@ -287,8 +287,8 @@ class NativeStack:
         if not spec.importable():
             self._skip(spec, f"{spec.module}.app is not importable (not written or installed yet)")
             return
-        if not spec.nginx_template.is_file():
-            self._skip(spec, f"no Nginx template at {spec.nginx_template}")
+        if not spec.nginx_settings.is_file():
+            self._skip(spec, f"no Nginx settings at {spec.nginx_settings}")
             return
         app = GunicornApp(
             spec.name,
@@ -301,9 +301,9 @@ class NativeStack:
         )
         self.apps[spec.name] = app
         self._start(app)
-        nginx = Nginx(
+        nginx = Nginx.for_app(
             f"{spec.name}-nginx",
-            spec.nginx_template,
+            spec.folder,
             upstream=f"{app.host}:{app.port}",
             workdir=self.workdir / f"{spec.name}-nginx",
             port=self._port(spec.name),

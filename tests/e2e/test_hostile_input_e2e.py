@@ -21,7 +21,7 @@ import pytest
 import requests
 from pymongo import MongoClient
 
-from devstack.servers import GunicornApp, Nginx
+from devstack.servers import NGINX_TEMPLATE, GunicornApp, Nginx, nginx_settings
 from mlstack_core.data.generator import FEATURES, generate_frame
 from mlstack_core.request_id import PATTERN as REQUEST_ID_PATTERN
 
@@ -29,12 +29,9 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS_DATA = REPO / "scripts" / "devstack" / "tests_data"
-TEMPLATES = {
-    "serving": REPO / "serving-flask" / "nginx" / "default.conf.template",
-    "etl": REPO / "etl-flask-scheduler" / "nginx" / "default.conf.template",
-    "training": REPO / "training-flask-scheduler" / "nginx" / "default.conf.template",
-}
-BODY_LIMITS = {"serving": 8, "etl": 16, "training": 1}  # client_max_body_size, MiB
+# Each service's Nginx: the shared template with the values of <folder>/nginx/nginx.env.
+FOLDERS = {"serving": "serving-flask", "etl": "etl-flask-scheduler", "training": "training-flask-scheduler"}
+BODY_LIMITS = {"serving": 8, "etl": 16, "training": 1}  # client_max_body_size, MiB (pinned: a test checks it)
 TIMEOUT = 15
 
 # Each must not reach the JSON bodies or the app: quotes and backslashes would break the JSON, the rest are
@@ -67,12 +64,16 @@ def _assert_nginx_json(response: requests.Response, status: int, code: str) -> d
     return body
 
 
-def test_the_templates_accept_exactly_the_apps_request_id_pattern():
+def test_the_template_accepts_exactly_the_apps_request_id_pattern():
     """The Nginx map and mlstack_core.request_id hold one pattern: app and Nginx agree on every id."""
-    for name, template in TEMPLATES.items():
-        text = template.read_text()
-        assert f'"~^{REQUEST_ID_PATTERN}$"   $http_x_request_id;' in text, name
-        assert "default                       $request_id;" in text, name
+    text = NGINX_TEMPLATE.read_text()
+    assert f'"~^{REQUEST_ID_PATTERN}$"   $http_x_request_id;' in text
+    assert "default                       $request_id;" in text
+
+
+def test_body_limits_are_the_apps_settings():
+    for name, folder in FOLDERS.items():
+        assert nginx_settings(folder)["NGINX_MAX_BODY"] == f"{BODY_LIMITS[name]}m", name
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +83,8 @@ def nginx_fronts(devstack_workdir: Path) -> Iterator[tuple[GunicornApp, dict[str
     app = GunicornApp("echo", "hello_app:app", env={"PYTHONPATH": str(TESTS_DATA)}, workdir=workdir / "echo",
                       workers=1)
     fronts = {
-        name: Nginx(f"{name}-nginx", template, upstream=f"{app.host}:{app.port}", workdir=workdir / name)
-        for name, template in TEMPLATES.items()
+        name: Nginx.for_app(f"{name}-nginx", folder, upstream=f"{app.host}:{app.port}", workdir=workdir / name)
+        for name, folder in FOLDERS.items()
     }
     try:
         app.start()
@@ -96,7 +97,7 @@ def nginx_fronts(devstack_workdir: Path) -> Iterator[tuple[GunicornApp, dict[str
         app.stop()
 
 
-@pytest.mark.parametrize("service", TEMPLATES)
+@pytest.mark.parametrize("service", FOLDERS)
 @pytest.mark.parametrize("request_id", HOSTILE_IDS.values(), ids=HOSTILE_IDS.keys())
 def test_a_hostile_request_id_is_replaced_before_the_app_sees_it(nginx_fronts, service, request_id):
     _, fronts = nginx_fronts
@@ -105,7 +106,7 @@ def test_a_hostile_request_id_is_replaced_before_the_app_sees_it(nginx_fronts, s
     assert re.fullmatch(r"[0-9a-f]{32}", echoed.json()["request_id"])
 
 
-@pytest.mark.parametrize("service", TEMPLATES)
+@pytest.mark.parametrize("service", FOLDERS)
 def test_a_plain_request_id_is_kept(nginx_fronts, service):
     _, fronts = nginx_fronts
     echoed = requests.get(f"{fronts[service].url}/echo", headers={"X-Request-ID": GOOD_ID}, timeout=TIMEOUT)
@@ -115,7 +116,7 @@ def test_a_plain_request_id_is_kept(nginx_fronts, service):
     assert json.loads(too_large.content)["request_id"] == GOOD_ID == too_large.headers["X-Request-ID"]
 
 
-@pytest.mark.parametrize("service", TEMPLATES)
+@pytest.mark.parametrize("service", FOLDERS)
 @pytest.mark.parametrize("request_id", HOSTILE_IDS.values(), ids=HOSTILE_IDS.keys())
 def test_nginx_413_is_valid_json_whatever_the_request_id(nginx_fronts, service, request_id):
     _, fronts = nginx_fronts
@@ -126,7 +127,7 @@ def test_nginx_413_is_valid_json_whatever_the_request_id(nginx_fronts, service, 
     _assert_nginx_json(response, 413, "PAYLOAD_TOO_LARGE")
 
 
-@pytest.mark.parametrize("service", TEMPLATES)
+@pytest.mark.parametrize("service", FOLDERS)
 @pytest.mark.parametrize(
     "headers",
     [
@@ -142,7 +143,7 @@ def test_nginx_400_for_huge_headers_is_valid_json(nginx_fronts, service, headers
     _assert_nginx_json(response, 400, "BAD_REQUEST")
 
 
-@pytest.mark.parametrize("service", TEMPLATES)
+@pytest.mark.parametrize("service", FOLDERS)
 def test_nginx_414_for_a_huge_request_line_is_valid_json(nginx_fronts, service):
     _, fronts = nginx_fronts
     response = requests.get(f"{fronts[service].url}/data/latest?n={'9' * 10_000}",
@@ -164,7 +165,7 @@ def _raw(nginx: Nginx, request: bytes) -> tuple[int, dict]:
     return int(head.split()[1]), json.loads(body)
 
 
-@pytest.mark.parametrize("service", TEMPLATES)
+@pytest.mark.parametrize("service", FOLDERS)
 @pytest.mark.parametrize(
     "request_bytes",
     [

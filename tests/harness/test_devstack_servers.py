@@ -15,7 +15,17 @@ from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
 from devstack.ports import can_connect
 from devstack.procs import ManagedProcess, ProcessError
-from devstack.servers import FerretDB, GunicornApp, MlflowServer, Nginx, S3Server, render_template
+from devstack.servers import (
+    NGINX_TEMPLATE,
+    REPO_ROOT,
+    FerretDB,
+    GunicornApp,
+    MlflowServer,
+    Nginx,
+    S3Server,
+    nginx_settings,
+    render_template,
+)
 from devstack.stack import resolve_services
 
 pytestmark = pytest.mark.integration
@@ -164,15 +174,22 @@ def test_nginx_template_rendering_leaves_nginx_variables_alone() -> None:
 
 
 def test_service_templates_render(tmp_path: Path) -> None:
-    """Every service template that exists renders to a config `nginx -t` accepts."""
-    templates = sorted(Path(__file__).resolve().parents[2].glob("*/nginx/default.conf.template"))
-    if not templates:
-        pytest.skip("no service templates yet")
-    for template in templates:
-        service = template.parent.parent.name
-        nginx = Nginx(service, template, upstream="127.0.0.1:9", workdir=tmp_path / service)
+    """The shared template with each app's nginx.env renders to a config `nginx -t` accepts, every value used."""
+    folders = sorted(path.parent.parent.name for path in REPO_ROOT.glob("*/nginx/nginx.env"))
+    assert folders == ["etl-flask-scheduler", "serving-flask", "training-flask-scheduler"]
+    for folder in folders:
+        nginx = Nginx.for_app(folder, folder, upstream="127.0.0.1:9", workdir=tmp_path / folder)
+        rendered = nginx.render()
+        for value in nginx_settings(folder).values():
+            assert value in rendered, (folder, value)
         result = nginx.check_config()
-        assert result.returncode == 0, f"{template}:\n{result.stderr}"
+        assert result.returncode == 0, f"{folder}:\n{result.stderr}"
+
+
+def test_a_template_placeholder_without_a_value_is_an_error() -> None:
+    with pytest.raises(ValueError, match="NGINX_MAX_BODY"):
+        render_template(NGINX_TEMPLATE.read_text(), port=8123, upstream="1.2.3.4:9",
+                        settings={"NGINX_APP": "x", "NGINX_TIMEOUT": "30s"})
 
 
 def test_managed_process_reports_an_early_death(tmp_path: Path) -> None:

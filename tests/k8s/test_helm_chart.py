@@ -11,6 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from devstack.servers import NGINX_TEMPLATE, nginx_settings
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "mlstack"
 TEST_VALUES = Path(__file__).with_name("values-test.yaml")
@@ -243,15 +245,18 @@ def test_app_pods_health_ready_readonly_and_scraped(manifests: list[dict]) -> No
         assert service["selector"] == deployments[f"{RELEASE}-{app}"]["spec"]["selector"]["matchLabels"]
 
 
-def test_nginx_uses_the_services_own_templates(manifests: list[dict]) -> None:
+def test_nginx_uses_the_shared_template_with_each_apps_settings(manifests: list[dict]) -> None:
     nginx = by_kind(manifests, "ConfigMap")[f"{RELEASE}-nginx"]["data"]
+    assert nginx == {"default.conf.template": NGINX_TEMPLATE.read_text().rstrip("\n")}
+    deployments = by_kind(manifests, "Deployment")
     for app, folder in zip(APPS, ("serving-flask", "etl-flask-scheduler", "training-flask-scheduler"), strict=True):
-        source = (REPO / folder / "nginx" / "default.conf.template").read_text()
-        assert nginx[f"{app}.conf.template"] == source.rstrip("\n")
+        containers = {c["name"]: c for c in deployments[f"{RELEASE}-{app}"]["spec"]["template"]["spec"]["containers"]}
+        env = {e["name"]: e["value"] for e in containers["nginx"]["env"]}
+        assert nginx_settings(folder).items() <= env.items(), app
 
 
 def test_packaged_chart_carries_the_templates(helm_bin: Path, tmp_path: Path) -> None:
-    """files/nginx/* are links to the services' templates: `helm package` must put their contents in the archive."""
+    """files/nginx/* link to the shared template and the apps' nginx.env: `helm package` must carry them."""
     done = run_helm(helm_bin, "package", str(CHART), "--destination", str(tmp_path))
     assert done.returncode == 0, done.stderr
     (archive,) = tmp_path.glob("mlstack-*.tgz")
@@ -259,8 +264,10 @@ def test_packaged_chart_carries_the_templates(helm_bin: Path, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
     nginx = by_kind(docs, "ConfigMap")[f"{RELEASE}-nginx"]["data"]
-    source = (REPO / "serving-flask" / "nginx" / "default.conf.template").read_text()
-    assert nginx["serving.conf.template"] == source.rstrip("\n")
+    assert nginx["default.conf.template"] == NGINX_TEMPLATE.read_text().rstrip("\n")
+    serving = by_kind(docs, "Deployment")[f"{RELEASE}-serving"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for c in serving if c["name"] == "nginx" for e in c["env"]}
+    assert nginx_settings("serving-flask").items() <= env.items()
 
 
 def test_containers_run_as_the_images_users(manifests: list[dict]) -> None:

@@ -65,3 +65,19 @@ fsGroup: {{ .uid }}
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/*
+An app's values for the shared Nginx template as container env entries: the KEY=VALUE lines of its
+<folder>/nginx/nginx.env (files/nginx/<app>.env links to it; compose reads the same file with env_file).
+*/}}
+{{- define "mlstack.nginxEnv" -}}
+{{- $file := printf "files/nginx/%s.env" .app -}}
+{{- $text := .root.Files.Get $file | required (printf "%s is missing from the chart" $file) -}}
+{{- range $line := splitList "\n" $text }}
+{{- $line = trim $line }}
+{{- if and $line (not (hasPrefix "#" $line)) }}
+{{- $kv := splitn "=" 2 $line }}
+- {name: {{ trim $kv._0 }}, value: {{ trim (default "" $kv._1) | quote }}}
+{{- end }}
+{{- end }}
+{{- end }}
