@@ -660,6 +660,7 @@ def render_template(
     IPv6 `listen [::]:${NGINX_PORT}` line is dropped. A placeholder left without a value is an error.
     """
     values = {**(settings or {}), "NGINX_PORT": str(port), "NGINX_UPSTREAM": upstream}
+    values.setdefault("NGINX_ACCESS_LOG", "/dev/stdout")
     text = _LISTEN_V6_RE.sub("", text)
     text = _LISTEN_RE.sub(lambda m: f"{m.group(1)}{host}:{port}", text)
     missing = sorted({name for name in _PLACEHOLDER_RE.findall(text) if name not in values})
@@ -703,7 +704,8 @@ class Nginx(_Server):
     def render(self) -> str:
         """The full nginx.conf: a minimal main context wrapping the rendered server-block template."""
         server_block = render_template(
-            self.template_path.read_text(), port=self.port, upstream=self.upstream, settings=self.settings
+            self.template_path.read_text(), port=self.port, upstream=self.upstream,
+            settings={"NGINX_ACCESS_LOG": str(self.access_log), **self.settings},
         )
         tmp = self.workdir / "tmp"
         # As root the workers would drop to "nobody", which cannot enter a 0700 test dir for temp files.

@@ -107,6 +107,21 @@ def test_a_hostile_request_id_is_replaced_before_the_app_sees_it(nginx_fronts, s
 
 
 @pytest.mark.parametrize("service", FOLDERS)
+def test_the_access_log_is_json_lines_with_the_request_id(nginx_fronts, service):
+    _, fronts = nginx_fronts
+    rid = f"access-log-{service}"
+    hostile = requests.get(f"{fronts[service].url}/echo?q=%22x", headers={"X-Request-ID": 'a"b'}, timeout=TIMEOUT)
+    assert requests.get(f"{fronts[service].url}/echo", headers={"X-Request-ID": rid}, timeout=TIMEOUT).ok
+    # escape=json: a quote in the URI stays inside its string; every line parses.
+    lines = [json.loads(line) for line in fronts[service].access_log.read_text().splitlines()]
+    mine = [line for line in lines if line["request_id"] == rid]
+    assert len(mine) == 1 and mine[0]["status"] == 200 and mine[0]["method"] == "GET", mine
+    assert mine[0]["uri"] == "/echo" and isinstance(mine[0]["request_time"], float)
+    assert any(line["request_id"] == hostile.json()["request_id"] and line["uri"] == '/echo?q=%22x'
+               for line in lines)
+
+
+@pytest.mark.parametrize("service", FOLDERS)
 def test_a_plain_request_id_is_kept(nginx_fronts, service):
     _, fronts = nginx_fronts
     echoed = requests.get(f"{fronts[service].url}/echo", headers={"X-Request-ID": GOOD_ID}, timeout=TIMEOUT)

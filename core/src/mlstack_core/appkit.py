@@ -30,7 +30,8 @@ def create_base_app(
     import_name: str, settings: BaseServiceSettings, *, max_body_bytes: int = 1024 * 1024
 ) -> Flask:
     """A Flask app with everything the services share; the service adds its blueprints and checks."""
-    configure_logging(level=settings.log_level, log_dir=settings.log_dir, config_file=settings.log_config)
+    configure_logging(level=settings.log_level, log_dir=settings.log_dir, config_file=settings.log_config,
+                      log_format=settings.log_format, to_file=settings.log_file)
     app = Flask(import_name)
     app.request_class = JsonRequest
     app.config.update(

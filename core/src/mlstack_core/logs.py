@@ -23,12 +23,22 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(*, level: str, log_dir: Path, config_file: Path | None = None) -> None:
-    """Apply the YAML logging config (the packaged default unless config_file is given)."""
+def configure_logging(
+    *, level: str, log_dir: Path, config_file: Path | None = None, log_format: str = "plain", to_file: bool = True
+) -> None:
+    """Apply the YAML logging config (the packaged default unless config_file is given).
+
+    ``log_format`` names the formatter (plain or json), ``to_file`` adds the rotating file beside stdout.
+    """
     if config_file is not None:
         text = Path(config_file).read_text(encoding="utf-8")
     else:
         text = resources.files("mlstack_core").joinpath("logging.yaml").read_text(encoding="utf-8")
-    log_dir.mkdir(parents=True, exist_ok=True)
-    text = text.replace("{log_dir}", str(log_dir)).replace("{log_level}", level)
+    if to_file:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    for placeholder, value in (
+        ("{log_dir}", str(log_dir)), ("{log_level}", level), ("{log_format}", log_format),
+        ("{log_handlers}", "[stdout, file]" if to_file else "[stdout]"),
+    ):
+        text = text.replace(placeholder, value)
     logging.config.dictConfig(yaml.safe_load(text))

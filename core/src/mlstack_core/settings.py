@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote_plus
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -43,6 +43,10 @@ class BaseServiceSettings(BaseSettings):
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
     log_config: Path | None = Field(None, validation_alias=_env("LOG_CONFIG"))
     log_dir: Path = Field(Path("logs"), validation_alias=_env("LOG_DIR"))
+    # plain for people, json (one object per line, request id as a field) for log shippers.
+    log_format: Literal["plain", "json"] = Field("plain", validation_alias=_env("LOG_FORMAT"))
+    # false: stdout only (containers, where a file in the image layer is held by no volume).
+    log_file: bool = Field(True, validation_alias=_env("LOG_FILE"))
     state_dir: Path = Field(Path("/tmp/mlstack-state"), validation_alias=_env("STATE_DIR"))  # noqa: S108
 
     admin_token: SecretStr = Field(validation_alias=_env("ADMIN_TOKEN"))
