@@ -51,6 +51,12 @@ stack_pids() {
     return 0
 }
 
+nothing_running() {  # nothing_running WHAT: fail, listing them, if any process runs in the clean system
+    local left
+    left="$(stack_pids | tr '\n' ' ')"
+    [ -z "$left" ] || { ps -o pid,args -p "${left// /,}" >&2 || true; die "processes $1: $left"; }
+}
+
 cleanup() {
     local rc=$? pid i
     if [ -n "$DEV_PID" ] && kill -0 "$DEV_PID" 2>/dev/null; then
@@ -150,9 +156,7 @@ run_install() {
         || { tail -n 40 "$WORK/install.log" >&2; die "scripts/install.sh in the clean system"; }
     grep -E '^\[install\] .*: [0-9]+ s$' "$WORK/install.log" >&2 || true
     # Debian's nginx and prometheus packages start their services on install; ours must leave nothing running.
-    local left
-    left="$(stack_pids | tr '\n' ' ')"
-    [ -z "$left" ] || { ps -o pid,args -p "${left// /,}" >&2 || true; die "processes left running by the install: $left"; }
+    nothing_running "left running by the install"
     log "disk used by the install: $(( $(system_mb) - before )) MB (a warm MLSTACK_CLEAN_CACHE holds some of it already)"
     for where in /usr /var/cache/apt /root/.cache/go-build /root/go/pkg/mod /root/.cache/pip /root/.npm \
         /root/sdk /root/mlstack/.venv /root/mlstack/.tools; do
@@ -209,9 +213,7 @@ stop_stack() {
         sleep 1
     done
     DEV_PID=""
-    local left
-    left="$(stack_pids | tr '\n' ' ')"
-    [ -z "$left" ] || { ps -o pid,args -p "${left// /,}" >&2 || true; die "processes left after Ctrl-C: $left"; }
+    nothing_running "left after Ctrl-C"
 }
 
 main() {

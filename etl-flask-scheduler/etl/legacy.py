@@ -8,4 +8,4 @@ from __future__ import annotations
 
 from mlstack_core.job_routes import make_legacy_job_blueprint
 
-bp = make_legacy_job_blueprint("etl_legacy", noun="Etl", manual="Etl")
+bp = make_legacy_job_blueprint("Etl")

@@ -660,7 +660,6 @@ def render_template(
     IPv6 `listen [::]:${NGINX_PORT}` line is dropped. A placeholder left without a value is an error.
     """
     values = {**(settings or {}), "NGINX_PORT": str(port), "NGINX_UPSTREAM": upstream}
-    values.setdefault("NGINX_ACCESS_LOG", "/dev/stdout")
     text = _LISTEN_V6_RE.sub("", text)
     text = _LISTEN_RE.sub(lambda m: f"{m.group(1)}{host}:{port}", text)
     missing = sorted({name for name in _PLACEHOLDER_RE.findall(text) if name not in values})

@@ -8,4 +8,4 @@ from __future__ import annotations
 
 from mlstack_core.job_routes import make_legacy_job_blueprint
 
-bp = make_legacy_job_blueprint("training_legacy", noun="Training", manual="Training")
+bp = make_legacy_job_blueprint("Training")

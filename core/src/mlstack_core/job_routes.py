@@ -142,19 +142,17 @@ def make_job_blueprint() -> Blueprint:
     return bp
 
 
-def make_legacy_job_blueprint(name: str, *, noun: str, manual: str) -> Blueprint:
-    """The original template's job aliases (``/get<noun>Job/``... ``/manual<manual>/``) for a service's legacy module.
+def make_legacy_job_blueprint(noun: str) -> Blueprint:
+    """The original template's job aliases (``/get<noun>Job/``... ``/manual<noun>/``) for a service's legacy module.
 
-    Same views as the new routes; the blueprint's name ends in ``_legacy`` so /openapi.json marks them deprecated.
+    Same views as the new routes; the blueprint is named ``<noun>_legacy``, so /openapi.json marks them deprecated.
     """
-    if not name.endswith(LEGACY_BLUEPRINT_SUFFIX):
-        raise ValueError(f"a legacy blueprint's name ends in {LEGACY_BLUEPRINT_SUFFIX!r}: {name!r}")
-    bp = Blueprint(name, __name__)
+    bp = Blueprint(f"{noun.lower()}{LEGACY_BLUEPRINT_SUFFIX}", __name__)
     bp.add_url_rule(f"/get{noun}Job/", view_func=get_job, methods=["GET"])
     bp.add_url_rule(f"/modify{noun}Job/", view_func=modify_job, methods=["POST"])
     bp.add_url_rule(f"/pause{noun}Job/", view_func=pause_job, methods=["GET"])
     bp.add_url_rule(f"/resume{noun}Job/", view_func=resume_job, methods=["GET"])
-    bp.add_url_rule(f"/manual{manual}/", view_func=run_job, methods=["GET"])
+    bp.add_url_rule(f"/manual{noun}/", view_func=run_job, methods=["GET"])
     return bp
 
 
