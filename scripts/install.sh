@@ -45,6 +45,8 @@ install_debian_packages() {
     "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("$PYTHON-venv")
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    # Alertmanager (the native stack's, started by devstack) and amtool (the config check).
+    command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
     command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
     # Headless Chromium is for the UI screenshot check; fonts make text render.
     command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \

@@ -42,9 +42,9 @@ as_root() {
 }
 
 apt_install() {
-    # No package may start a system service here: nginx on port 80 and Prometheus on 9090 would take the ports
-    # the compose stack publishes. policy-rc.d (exit 101) refuses the start during the install; units the
-    # install enabled are disabled after it, so a reboot does not start them either.
+    # No package may start a system service here: nginx on port 80, Prometheus on 9090 and Alertmanager on 9093
+    # would take the ports the compose stack publishes. policy-rc.d (exit 101) refuses the start during the
+    # install; units the install enabled are disabled after it, so a reboot does not start them either.
     local added=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
@@ -60,5 +60,8 @@ apt_install() {
     if [ -d /run/systemd/system ]; then
         case " $* " in *" nginx-light "*) as_root systemctl disable --now nginx >/dev/null 2>&1 || true ;; esac
         case " $* " in *" prometheus "*) as_root systemctl disable --now prometheus >/dev/null 2>&1 || true ;; esac
+        case " $* " in *" prometheus-alertmanager "*)
+            as_root systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true ;;
+        esac
     fi
 }
