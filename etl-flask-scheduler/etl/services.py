@@ -18,6 +18,7 @@ import requests
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
+from mlstack_core import tracing
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
 from mlstack_core.http import forward_headers, make_session
 from mlstack_core.rows import IdempotencyKeyReused, RowsRepository, new_batch_id
@@ -109,6 +110,7 @@ def forward(
     except ForwardError as exc:
         FORWARD_FAILURES.inc()
         logger.warning("%d rows stay pending: %s", len(ids), exc)
+        tracing.annotate({"rows.sent": len(ids), "rows.predicted": 0, "rows.pending": len(ids)})
         return {"sent": len(ids), "predicted": 0, "backfilled": 0, "pending": len(ids), "forward_error": str(exc)}
     updated, unstored = repo.mark_predicted(ids)
     ROWS_PREDICTED.inc(updated)
@@ -118,6 +120,9 @@ def forward(
         ROWS_UNSTORED.inc(len(unstored))
         logger.error("serving answered for %d rows whose prediction is not stored; they stay pending", len(unstored))
         summary |= {"pending": len(unstored), "unstored": len(unstored)}
+    tracing.annotate({"rows.sent": len(ids), "rows.predicted": updated, "rows.backfilled": len(backlog),
+                      "rows.pending": len(unstored), "model.name": model.get("name"),
+                      "model.version": model.get("version")})
     return summary
 
 
@@ -142,6 +147,7 @@ def run_etl(
         repo, forwarder, new_ids=ids, new_features=features, new_quality=quality, backfill_limit=backfill_limit,
         request_id=request_id or run_id,
     )
+    tracing.annotate({"rows.inserted": len(ids), "rows.swept": swept.get("swept")})
     return {"batch_id": run_id, "inserted": len(ids), **summary, **swept}
 
 
@@ -193,6 +199,7 @@ def ingest(
         batch_id, ids, replay = claim.batch_id, claim.ids, claim.replay
     ids = repo.insert_batch(parsed.features, parsed.quality, source=source, batch_id=batch_id, pending=True, ids=ids)
     ROWS_INGESTED.labels(source).inc(len(ids))
+    tracing.annotate({"rows.inserted": len(ids), "batch_id": batch_id})
     summary = forward(repo, forwarder, new_ids=ids, new_features=parsed.features, new_quality=parsed.quality,
                       backfill_limit=0, request_id=request_id)
     result = {"batch_id": batch_id, "inserted": len(ids), "ids": [str(i) for i in ids], **summary}

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from pymongo.errors import PyMongoError
 
+from mlstack_core import tracing
 from mlstack_core.data.generator import generate_frame
 from mlstack_core.locks import MongoLease
 from mlstack_core.mongo import MongoProvider, public_doc
@@ -88,6 +89,8 @@ def predict(
         parsed.features, values, model.info(), request_id, dt.datetime.now(dt.UTC), row_ids=ids, quality=quality
     )
     if ids is not None:
+        # The ETL's batches: what its trace shows of serving (anonymous predictions add nothing to the request).
+        tracing.annotate({"rows": len(ids), "model.name": model.name, "model.version": model.version})
         return Prediction(values, single, model, _store_now(predictions(), batch))
     if writer is not None:
         writer.add(batch)

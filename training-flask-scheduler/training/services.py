@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pymongo.errors import PyMongoError
 from sklearn.pipeline import Pipeline
 
+from mlstack_core import tracing
 from mlstack_core.data.generator import FEATURES
 from mlstack_core.drift import REFERENCE_ARTIFACT, build_reference
 from mlstack_core.jobs import JobService
@@ -147,6 +148,7 @@ class TrainingService:
         with self._lease() as lease:
             if lease.state == "held":
                 logger.info("another process holds the training lease; run %s skipped", job_run_id)
+                tracing.annotate({"promotion.outcome": "skipped"})
                 return {"outcome": "skipped", "lock": "held",
                         "reason": "another training run holds the lease; nothing was trained"}
             summary = self._train(job_run_id, lease, request_id or job_run_id)
@@ -208,6 +210,13 @@ class TrainingService:
             self._registry_step("promote", lambda: self._promote(candidate.version, record["champion_version"]))
             record["previous_champion_version"] = record["champion_version"]
         record["decided_at"] = now()
+        tracing.annotate({
+            "model.name": record["model_name"], "model.version": candidate.version,
+            "promotion.outcome": record["outcome"], "promotion.champion_version": record["champion_version"],
+            "promotion.metric": self.rule.metric, "promotion.improvement": decision.improvement,
+            "promotion.reason": decision.reason, "data.source": data.source, "data.rows": data.rows,
+            "data.holdout_rows": record["holdout_rows"],
+        })
         stored = self._record(candidate.version, record)
         metrics.PROMOTIONS.labels(record["outcome"]).inc()
         for name, value in (challenger_metrics if decision.promote else champion_metrics or {}).items():

@@ -1,4 +1,4 @@
-"""The common part of every service's app factory: logging, errors, request ids, metrics, probes, MongoDB."""
+"""The common part of every service's app factory: logging, traces, errors, request ids, metrics, probes, MongoDB."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from mlstack_core.logs import configure_logging
 from mlstack_core.mongo import MongoProvider
 from mlstack_core.openapi import HealthAnswer, ReadyAnswer, document, install_openapi
 from mlstack_core.settings import BaseServiceSettings
+from mlstack_core.tracing import install_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ def create_base_app(
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
+    # Before any client is made (pymongo's command listeners apply to clients created afterwards).
+    install_tracing(app, settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     mongo = MongoProvider(
         settings.mongo_connection_uri(), settings.mongo_db, timeout_ms=settings.mongo_timeout_ms,

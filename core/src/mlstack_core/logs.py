@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -20,6 +21,32 @@ class RequestIdFilter(logging.Filter):
             record.request_id = current_request_id() or "-"
         except RuntimeError:  # outside an application context
             record.request_id = "-"
+        return True
+
+
+# Set by mlstack_core.tracing while tracing is on: the current span's (trace id, span id), or None outside one.
+_trace_ids: Callable[[], tuple[str, str] | None] | None = None
+
+
+def set_trace_context(source: Callable[[], tuple[str, str] | None] | None) -> None:
+    """Where TraceContextFilter reads the current span's ids from (None: tracing off)."""
+    global _trace_ids
+    _trace_ids = source
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds trace_id and span_id to records made inside a span while tracing is on; with it off, nothing.
+
+    The JSON formatter writes them as fields (it writes every attribute a record carries beyond the standard
+    ones); the plain format leaves them out.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        source = _trace_ids
+        if source is not None:
+            ids = source()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
         return True
 
 

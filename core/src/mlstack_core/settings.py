@@ -11,7 +11,7 @@ import hmac
 import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +64,47 @@ class BaseServiceSettings(BaseSettings):
     mongo_collection: str = Field("dummy_col_demo", min_length=1, validation_alias=_env("MONGO_COLLECTION"))
     # Fail fast: a down database must cost seconds, not pymongo's 30 s default server selection.
     mongo_timeout_ms: int = Field(2000, ge=100, le=60000, validation_alias=_env("MONGO_TIMEOUT_MS"))
+
+    # OpenTelemetry traces (mlstack_core.tracing): off unless OTEL_TRACES_ENABLED=true; off, nothing is installed.
+    # The other names are OpenTelemetry's own; the SDK reads the rest (OTEL_BSP_*, OTEL_EXPORTER_OTLP_HEADERS,
+    # OTEL_RESOURCE_ATTRIBUTES...) itself.
+    otel_traces_enabled: bool = Field(False, validation_alias=_env("OTEL_TRACES_ENABLED"))
+    otel_sdk_disabled: bool = Field(False, validation_alias=_env("OTEL_SDK_DISABLED"))
+    otel_service_name: str | None = Field(None, min_length=1, validation_alias=_env("OTEL_SERVICE_NAME"))
+    # OTLP over HTTP (port 4318); the gRPC exporter is not installed.
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] = Field(
+        "http/protobuf", validation_alias=_env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+    )
+    otel_exporter_otlp_endpoint: str = Field(
+        "http://localhost:4318", validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    # A full URL (.../v1/traces) that wins over OTEL_EXPORTER_OTLP_ENDPOINT, as the specification says.
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None, validation_alias=_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    otel_traces_sampler: Literal[
+        "always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
+        "parentbased_traceidratio",
+    ] = Field("parentbased_always_on", validation_alias=_env("OTEL_TRACES_SAMPLER"))
+    otel_traces_sampler_arg: float = Field(1.0, ge=0, le=1, validation_alias=_env("OTEL_TRACES_SAMPLER_ARG"))
+
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL such as http://jaeger:4318")
+        return value
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """Whether this process exports traces (OTEL_TRACES_ENABLED, unless OTEL_SDK_DISABLED)."""
+        return self.otel_traces_enabled and not self.otel_sdk_disabled
+
+    def otlp_traces_url(self) -> str:
+        """Where spans are posted: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, else the base endpoint + /v1/traces."""
+        return self.otel_exporter_otlp_traces_endpoint or f"{self.otel_exporter_otlp_endpoint.rstrip('/')}/v1/traces"
 
     @field_validator("log_level")
     @classmethod

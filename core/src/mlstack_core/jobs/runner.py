@@ -28,7 +28,7 @@ from typing import Any
 import requests
 from pymongo.errors import PyMongoError
 
-from mlstack_core import metrics
+from mlstack_core import metrics, tracing
 from mlstack_core.jobs.runs import RunContext, RunRepository
 from mlstack_core.jobs.schedule import aware, latest_fire, next_fire, spec_from_doc
 from mlstack_core.jobs.service import JobService
@@ -225,9 +225,12 @@ class JobRunner:
         started = time.perf_counter()
         result: dict[str, Any] | None = None
         error: str | None = None
+        # One trace per run (when tracing is on): the job's MongoDB and HTTP calls, and what they reach, join it.
+        attributes = {"job": job.name, "run_id": ctx.run_id, "trigger": ctx.trigger, "request_id": ctx.request_id}
         try:
-            # Through JSON: the record is stored in MongoDB, which refuses numpy scalars and the like.
-            result = json.loads(json.dumps(job.func(ctx), default=str))
+            with tracing.run_span(f"{job.name} run", attributes):
+                # Through JSON: the record is stored in MongoDB, which refuses numpy scalars and the like.
+                result = json.loads(json.dumps(job.func(ctx), default=str))
         except Exception as exc:
             logger.exception("job %s run %s failed", job.name, ctx.run_id)
             error = public_error(exc)
