@@ -28,8 +28,8 @@ LEGACY_NAMES = {
 }
 # What the issue asks alerts for, by the alert that covers it.
 REQUIRED_ALERTS = {
-    "TargetDown", "JobRunsFailing", "NoRecentSuccessfulTraining", "ServingHigh5xxRatio", "ServingLatencyP99High",
-    "NoChampionLoaded", "FeatureDriftHigh", "ServingWorkersOnDifferentVersions",
+    "ServiceDown", "TargetDown", "JobRunsFailing", "NoRecentSuccessfulTraining", "ServingHigh5xxRatio",
+    "ServingLatencyP99High", "NoChampionLoaded", "FeatureDriftHigh", "ServingWorkersOnDifferentVersions",
 }
 SCRAPE_JOBS = {"serving", "etl", "training", "prometheus"}
 
@@ -63,7 +63,7 @@ def render_native(tmp_path: Path, **overrides: str) -> Path:
     values = {
         "SCRAPE_INTERVAL": "15s", "EVALUATION_INTERVAL": "15s", "RULES_GLOB": str(RULES_DIR / "*.yml"),
         "SERVING_TARGET": "127.0.0.1:8001", "ETL_TARGET": "127.0.0.1:8002", "TRAINING_TARGET": "127.0.0.1:8003",
-        "PROMETHEUS_TARGET": "127.0.0.1:9090", **overrides,
+        "PROMETHEUS_TARGET": "127.0.0.1:9090", "ALERTMANAGER_TARGETS": '["127.0.0.1:9093"]', **overrides,
     }
     template = string.Template((PROMETHEUS_DIR / "prometheus.native.yml.tmpl").read_text())
     path = tmp_path / "prometheus.yml"
@@ -88,6 +88,9 @@ def test_compose_config_passes_promtool_check():
 def test_native_config_template_renders_a_valid_config(tmp_path):
     result = promtool("check", "config", str(render_native(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
+    # Without an Alertmanager (tests that start Prometheus alone) the list is empty.
+    result = promtool("check", "config", str(render_native(tmp_path, ALERTMANAGER_TARGETS="[]")))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_alert_unit_tests_pass():
@@ -108,6 +111,7 @@ def test_compose_and_native_configs_scrape_the_same_jobs_with_the_same_rules(tmp
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in compose["scrape_configs"]}
     assert targets["serving"] == ["serving:8000"] and targets["etl"] == ["etl:8000"]
     assert targets["training"] == ["training:8000"]
+    assert native["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["127.0.0.1:9093"]}]}]
 
 
 def test_every_required_alert_exists_with_severity_and_annotations():
@@ -118,8 +122,9 @@ def test_every_required_alert_exists_with_severity_and_annotations():
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
 
 
-def test_target_down_waits_a_minute_in_production():
+def test_availability_alerts_wait_a_minute_in_production():
     assert alerts()["TargetDown"]["for"] == "1m"
+    assert alerts()["ServiceDown"]["for"] == "1m"
 
 
 def test_every_alert_has_a_firing_and_a_quiet_unit_test():

@@ -27,19 +27,21 @@ FIXED_PORTS: dict[str, list[int]] = {
     "ferretdb": [27017],
     "s3": [9000],
     "prometheus": [9090],
+    "alertmanager": [9093],
 }
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start FerretDB, S3, MLflow, the three services behind Nginx and Prometheus")
+    up = sub.add_parser("up", help="start FerretDB, S3, MLflow, the three services behind Nginx, Prometheus and "
+                                   "Alertmanager")
     up.add_argument("--workdir", type=Path, default=REPO_ROOT / ".devstack", help="data and logs (kept)")
     up.add_argument("--random-ports", action="store_true", help="free ports for all, not the README's ports")
     # The README ports are the default now; the old flag is still accepted.
     up.add_argument("--fixed-ports", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--workers", type=int, default=2, help="Gunicorn workers per service")
-    up.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    up.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus and Alertmanager")
     up.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -50,6 +52,11 @@ def _print_urls(stack: NativeStack, admin_token: str) -> None:
     for name, url in stack.urls.items():
         label = "mlflow (UI, API)" if name == "mlflow" else name
         lines.append(f"  {label:<18} {url}{_port_note(name, url, stack.ports)}")
+    if stack.alertmanager is not None:
+        # The URL itself may be a secret (Slack's are): say where alerts go without printing it.
+        target = ("ALERT_WEBHOOK_URL" if stack.alert_webhook_url
+                  else "this terminal (set ALERT_WEBHOOK_URL to send them on)")
+        lines.append(f"  {'alerts go to':<18} {target}")
     lines.append(f"  {'admin token':<18} {admin_token}")
     if stack.mlflow is not None:
         login = stack.mlflow.client_env("admin")
@@ -110,6 +117,7 @@ def up(args: argparse.Namespace) -> int:
         workers=args.workers,
         ports=None if args.random_ports else FIXED_PORTS,
         prometheus=not args.no_prometheus,
+        alert_webhook_url=os.environ.get("ALERT_WEBHOOK_URL") or None,
     )
     try:
         stack.start()

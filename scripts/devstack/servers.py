@@ -9,6 +9,8 @@ from __future__ import annotations
 import configparser
 import contextlib
 import functools
+import importlib.util
+import json
 import logging
 import os
 import re
@@ -17,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -790,11 +792,14 @@ class Prometheus(_Server):
         port: int | None = None,
         scrape_interval: str = "15s",
         alerts_for_zero: bool = False,
+        alertmanagers: Sequence[str] = (),
     ) -> None:
         super().__init__(workdir, port=port)
         self.targets = dict(targets)  # job name (serving, etl, training) -> host:port of its Gunicorn
         self.scrape_interval = scrape_interval
         self.alerts_for_zero = alerts_for_zero
+        # host:port of each Alertmanager the alerts go to; none: they are only seen in Prometheus.
+        self.alertmanagers = list(alertmanagers)
         self.config = self.workdir / "prometheus.yml"
         self.binary = find_tool("prometheus", "PROMETHEUS_BIN")
 
@@ -814,6 +819,7 @@ class Prometheus(_Server):
             ETL_TARGET=self.targets["etl"],
             TRAINING_TARGET=self.targets["training"],
             PROMETHEUS_TARGET=f"{self.host}:{self.port}",
+            ALERTMANAGER_TARGETS=json.dumps(self.alertmanagers),
         ))
 
     def _argv(self) -> list[str]:
@@ -840,3 +846,88 @@ class Prometheus(_Server):
         """Every loaded rule with its health and last error."""
         body = _http_get(f"{self.url}/api/v1/rules", timeout=timeout).json()
         return [rule for group in body["data"]["groups"] for rule in group["rules"]]
+
+
+ALERTMANAGER_DIR = REPO_ROOT / "monitoring" / "alertmanager"
+
+
+@functools.cache
+def _alertmanager_renderer() -> Any:
+    """monitoring/alertmanager/render.py, the renderer compose's alertmanager-config job runs too."""
+    spec = importlib.util.spec_from_file_location("mlstack_alertmanager_render", ALERTMANAGER_DIR / "render.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def alertmanager_config(webhook_url: str, timings: Mapping[str, str] | None = None) -> str:
+    """The repository's Alertmanager config for a webhook URL.
+
+    ``timings`` (group_wait, group_interval, repeat_interval) replace those of the root route and every child
+    route, so a test sees notifications within seconds; routes, grouping, inhibition and receivers stay as they are.
+    """
+    import yaml
+
+    text = _alertmanager_renderer().render(
+        (ALERTMANAGER_DIR / "alertmanager.yml.tmpl").read_text(), {"ALERT_WEBHOOK_URL": webhook_url}
+    )
+    if not timings:
+        return text
+    config = yaml.safe_load(text)
+    routes = [config["route"]]
+    while routes:
+        route = routes.pop()
+        route.update({key: value for key, value in timings.items() if key in route or route is config["route"]})
+        routes += route.get("routes", [])
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+class Alertmanager(_Server):
+    """Debian's prometheus-alertmanager with the repository's config (monitoring/alertmanager), one instance."""
+
+    name = "alertmanager"
+    ready_timeout = 30.0
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        webhook_url: str,
+        port: int | None = None,
+        timings: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(workdir, port=port)
+        self.webhook_url = webhook_url
+        self.timings = dict(timings or {})
+        self.config = self.workdir / "alertmanager.yml"
+        try:  # Debian's name, then the upstream one
+            self.binary = find_tool("prometheus-alertmanager", "ALERTMANAGER_BIN")
+        except FileNotFoundError:
+            self.binary = find_tool("alertmanager", "ALERTMANAGER_BIN")
+
+    @property
+    def target(self) -> str:
+        """host:port, as Prometheus' alerting section names it."""
+        return f"{self.host}:{self.port}"
+
+    def _before_start(self) -> None:
+        _alertmanager_renderer().write(self.config, alertmanager_config(self.webhook_url, self.timings))
+
+    def _argv(self) -> list[str]:
+        # An empty cluster address: a single instance, no gossip port to pick or to collide.
+        return [self.binary, f"--config.file={self.config}", f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address={self.host}:{self.port}", "--cluster.listen-address=", "--log.level=warn"]
+
+    def _ready(self) -> bool:
+        return _status_is(f"{self.url}/-/ready")
+
+    def alerts(self, timeout: float = 15) -> list[dict[str, Any]]:
+        """Every alert Alertmanager holds (API v2), with its status: active, suppressed (inhibitedBy), ..."""
+        return _http_get(f"{self.url}/api/v2/alerts", timeout=timeout).json()
+
+    def post_alerts(self, alerts: list[dict[str, Any]], timeout: float = 15) -> None:
+        """Send alerts as Prometheus does (API v2: labels, annotations, startsAt, endsAt)."""
+        import requests
+
+        requests.post(f"{self.url}/api/v2/alerts", json=alerts, timeout=timeout).raise_for_status()

@@ -18,6 +18,7 @@ from typing import Self
 from devstack.ports import pick_port
 from devstack.servers import (
     REPO_ROOT,
+    Alertmanager,
     FerretDB,
     GunicornApp,
     MlflowServer,
@@ -27,6 +28,7 @@ from devstack.servers import (
     S3Server,
     stop_all,
 )
+from devstack.webhook import WebhookReceiver
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,9 @@ MONGO_USER = "mlstack"
 DEFAULT_MONGO_DB = "DUMMY"
 MODEL_NAME = "sk-learn-linear-reg-model"
 MODEL_ALIAS = "champion"
+
+# Every kind of server a stack starts.
+Server = FerretDB | S3Server | MlflowServer | GunicornApp | Nginx | Prometheus | Alertmanager
 
 _VERSION_SERIES = re.compile(r'^serving_model_version\{[^}]*pid="(\d+)"[^}]*\}\s+(\S+)$', re.MULTILINE)
 
@@ -175,6 +180,7 @@ class NativeStack:
         services: Iterable[str | ServiceSpec] | None = None,
         prometheus: bool = False,
         registry_users: RegistryUsers | None = None,
+        alert_webhook_url: str | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -199,16 +205,21 @@ class NativeStack:
         self.apps: dict[str, GunicornApp] = {}
         self.nginx: dict[str, Nginx] = {}
         self.skipped: list[str] = []
-        # Prometheus scraping the three apps with the repository's rules (make dev); tests start their own.
+        # Prometheus scraping the three apps with the repository's rules, sending alerts to Alertmanager (make dev);
+        # tests start their own.
         self.with_prometheus = prometheus
         self.prometheus: Prometheus | None = None
-        self._started: list[FerretDB | S3Server | MlflowServer | GunicornApp | Nginx | Prometheus] = []
+        self.alertmanager: Alertmanager | None = None
+        # Where Alertmanager posts notifications; None: a receiver in this process that logs them.
+        self.alert_webhook_url = alert_webhook_url
+        self.alert_log: WebhookReceiver | None = None
+        self._started: list[Server] = []
 
     def _port(self, key: str) -> int:
         wanted = self.ports.get(key, [])
         return pick_port([wanted] if isinstance(wanted, int) else list(wanted))
 
-    def _start(self, server: FerretDB | S3Server | MlflowServer | GunicornApp | Nginx | Prometheus) -> None:
+    def _start(self, server: Server) -> None:
         server.start()
         if id(server) not in self._borrowed:
             self._started.append(server)
@@ -316,10 +327,19 @@ class NativeStack:
         if missing:
             log.warning("not starting Prometheus: %s not running", ", ".join(sorted(missing)))
             return
+        webhook_url = self.alert_webhook_url
+        if not webhook_url:
+            self.alert_log = WebhookReceiver(log_alerts=True).start()
+            webhook_url = self.alert_log.url
+        self.alertmanager = Alertmanager(
+            self.workdir / "alertmanager", webhook_url=webhook_url, port=self._port("alertmanager")
+        )
+        self._start(self.alertmanager)
         self.prometheus = Prometheus(
             self.workdir / "prometheus",
             targets={name: f"{app.host}:{app.port}" for name, app in self.apps.items()},
             port=self._port("prometheus"),
+            alertmanagers=[self.alertmanager.target],
         )
         self._start(self.prometheus)
 
@@ -353,7 +373,7 @@ class NativeStack:
         self.nginx[name].start()
 
     @property
-    def servers(self) -> list[FerretDB | S3Server | MlflowServer | GunicornApp | Nginx | Prometheus]:
+    def servers(self) -> list[Server]:
         """The servers this stack started (and will stop), oldest first."""
         return list(self._started)
 
@@ -373,11 +393,16 @@ class NativeStack:
             urls["mongo"] = self.ferretdb.display_uri
         if self.prometheus is not None:
             urls["prometheus"] = self.prometheus.url
+        if self.alertmanager is not None:
+            urls["alertmanager"] = self.alertmanager.url
         return urls
 
     def stop(self) -> None:
         """Stop what this stack started, newest first; logs failures and never raises."""
         stop_all(self._started)
+        if self.alert_log is not None:
+            self.alert_log.stop()
+            self.alert_log = None
 
     def __enter__(self) -> Self:
         return self.start()

@@ -1,4 +1,5 @@
-"""`make dev` (= `python -m devstack up`): the whole native stack, Prometheus included, up and down by signal."""
+"""`make dev` (= `python -m devstack up`): the whole native stack, Prometheus and Alertmanager included, up and down
+by signal."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def test_devstack_up_serves_every_service_and_prometheus_scrapes_them(tmp_path: 
     busy = socket.socket()
     busy.bind(("127.0.0.1", 5554))  # fails if something else holds it: then this test cannot say what it checks
     busy.listen()
-    for key in ("ADMIN_TOKEN", "SERVICE_TOKEN", "MONGO_URI", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+    for key in ("ADMIN_TOKEN", "SERVICE_TOKEN", "MONGO_URI", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
+                "ALERT_WEBHOOK_URL"):
         env.pop(key, None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "devstack", "up", "--workdir", str(tmp_path / "stack"), "--workers", "1"],
@@ -50,11 +52,12 @@ def test_devstack_up_serves_every_service_and_prometheus_scrapes_them(tmp_path: 
     try:
         assert up.wait(START_TIMEOUT), "devstack did not come up:\n" + "".join(output[-40:])
         urls = dict(re.findall(r"^\s{2}(\S+)\s+(http://\S+)", "".join(output), re.MULTILINE))
-        for name in ("serving", "etl", "training", "prometheus"):
+        for name in ("serving", "etl", "training", "prometheus", "alertmanager"):
             assert name in urls, f"{name} missing from the printed URLs: {urls}"
         printed = "".join(output)
         assert urlsplit(urls["etl"]).port != 5554 and "(5554 busy: took" in printed, printed
-        for name, port in (("training", 5555), ("prometheus", 9090)):
+        assert re.search(r"^\s+alerts go to\s+this terminal", printed, re.MULTILINE), printed
+        for name, port in (("training", 5555), ("prometheus", 9090), ("alertmanager", 9093)):
             if f"({port} busy" not in printed:  # another program on this machine may hold one
                 assert urlsplit(urls[name]).port == port, (name, urls[name])
         for name in ("serving", "etl", "training"):
@@ -69,6 +72,14 @@ def test_devstack_up_serves_every_service_and_prometheus_scrapes_them(tmp_path: 
         wait_until(all_up, 60, "Prometheus to scrape every app", interval=1)
         rules = requests.get(f"{urls['prometheus']}/api/v1/rules", timeout=10).json()["data"]["groups"]
         assert rules, "the repository's rule files are loaded"
+
+        def alertmanagers() -> list[str]:
+            body = requests.get(f"{urls['prometheus']}/api/v1/alertmanagers", timeout=10).json()
+            return [am["url"] for am in body["data"]["activeAlertmanagers"]]
+
+        assert wait_until(alertmanagers, 30, "Prometheus to know the Alertmanager") == [
+            f"{urls['alertmanager']}/api/v2/alerts"]
+        assert requests.get(f"{urls['alertmanager']}/-/ready", timeout=10).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
