@@ -10,7 +10,7 @@ test:
 
 # Starts FerretDB, S3, MLflow, the three services behind Nginx and Prometheus; Ctrl-C stops everything.
 # On the README's ports where free (it says which it took instead); extra flags: make dev
-# DEVSTACK_ARGS="--random-ports" (or "--no-prometheus")
+# DEVSTACK_ARGS="--random-ports" (or "--no-prometheus", "--tracing": Jaeger with every app's traces)
 dev: install
 	PYTHONPATH=scripts .venv/bin/python -m devstack up $(DEVSTACK_ARGS)
 

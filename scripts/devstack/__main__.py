@@ -28,6 +28,7 @@ FIXED_PORTS: dict[str, list[int]] = {
     "s3": [9000],
     "prometheus": [9090],
     "alertmanager": [9093],
+    "jaeger": [16686],
 }
 
 
@@ -42,6 +43,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     up.add_argument("--fixed-ports", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--workers", type=int, default=2, help="Gunicorn workers per service")
     up.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus and Alertmanager")
+    up.add_argument("--tracing", action="store_true",
+                    help="start Jaeger (built on first use: minutes) and send every app's traces to it")
     up.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -50,7 +53,7 @@ def _print_urls(stack: NativeStack, admin_token: str) -> None:
     """Print where everything is: this is the command's output, so plain print."""
     lines = ["", "devstack is up:"]
     for name, url in stack.urls.items():
-        label = "mlflow (UI, API)" if name == "mlflow" else name
+        label = {"mlflow": "mlflow (UI, API)", "jaeger": "jaeger (query API)"}.get(name, name)
         lines.append(f"  {label:<18} {url}{_port_note(name, url, stack.ports)}")
     if stack.alertmanager is not None:
         # The URL itself may be a secret (Slack's are): say where alerts go without printing it.
@@ -118,6 +121,7 @@ def up(args: argparse.Namespace) -> int:
         ports=None if args.random_ports else FIXED_PORTS,
         prometheus=not args.no_prometheus,
         alert_webhook_url=os.environ.get("ALERT_WEBHOOK_URL") or None,
+        tracing=args.tracing,
     )
     try:
         stack.start()

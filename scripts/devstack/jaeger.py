@@ -9,6 +9,7 @@ no internal metrics port). The build carries no UI (its assets are not in the Go
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from urllib.parse import urlencode
 from devstack.polling import wait_until
 from devstack.ports import free_port
 from devstack.servers import REPO_ROOT, _http_get, _Server, base_env, find_tool
+
+log = logging.getLogger(__name__)
 
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "tracing" / "jaeger.sh"
 # A first build takes minutes (see scripts/tracing/jaeger.sh); a warm check well under a second.
@@ -31,9 +34,11 @@ def jaeger_binary(*, build: bool = True) -> str:
     except FileNotFoundError:
         if not build:
             raise
-    done = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False)
+    log.info("building Jaeger with %s (first use: several minutes)", BUILD_SCRIPT.relative_to(REPO_ROOT))
+    # Its progress (stderr) shows where the caller's output goes; stdout is the binary's path.
+    done = subprocess.run([str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, timeout=BUILD_TIMEOUT, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"{BUILD_SCRIPT.name} failed ({done.returncode}): {done.stderr[-3000:]}")
+        raise RuntimeError(f"{BUILD_SCRIPT.relative_to(REPO_ROOT)} failed (exit {done.returncode}); see its output")
     return done.stdout.strip().splitlines()[-1]
 
 

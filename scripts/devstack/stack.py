@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from devstack.jaeger import Jaeger
 from devstack.ports import pick_port
 from devstack.servers import (
     REPO_ROOT,
@@ -38,7 +39,7 @@ MODEL_NAME = "sk-learn-linear-reg-model"
 MODEL_ALIAS = "champion"
 
 # Every kind of server a stack starts.
-Server = FerretDB | S3Server | MlflowServer | GunicornApp | Nginx | Prometheus | Alertmanager
+Server = FerretDB | S3Server | MlflowServer | GunicornApp | Nginx | Prometheus | Alertmanager | Jaeger
 
 _VERSION_SERIES = re.compile(r'^serving_model_version\{[^}]*pid="(\d+)"[^}]*\}\s+(\S+)$', re.MULTILINE)
 
@@ -181,6 +182,7 @@ class NativeStack:
         prometheus: bool = False,
         registry_users: RegistryUsers | None = None,
         alert_webhook_url: str | None = None,
+        tracing: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -213,6 +215,9 @@ class NativeStack:
         # Where Alertmanager posts notifications; None: a receiver in this process that logs them.
         self.alert_webhook_url = alert_webhook_url
         self.alert_log: WebhookReceiver | None = None
+        # Jaeger receiving every app's traces (make dev DEVSTACK_ARGS=--tracing); built on first use, minutes.
+        self.with_tracing = tracing
+        self.jaeger: Jaeger | None = None
         self._started: list[Server] = []
 
     def _port(self, key: str) -> int:
@@ -240,6 +245,9 @@ class NativeStack:
     def _start_infra(self) -> None:
         creds = load_or_create_secrets(self.workdir)
         self.service_token = self.service_token or creds["service_token"]
+        if self.with_tracing:
+            self.jaeger = Jaeger(self.workdir / "jaeger", port=self._port("jaeger"))
+            self._start(self.jaeger)
         if self.ferretdb is None:
             self.ferretdb = FerretDB(
                 self.workdir / "ferretdb",
@@ -285,6 +293,8 @@ class NativeStack:
             env["PREDICTAPI"] = f"{serving_url}/predict"
         elif spec.name == "training" and serving_url:
             env["LOADMODELAPI"] = f"{serving_url}/loadModel/"
+        if self.jaeger is not None:
+            env.update(self.jaeger.app_env())
         env.update(self.extra_env)
         return env
 
@@ -395,6 +405,8 @@ class NativeStack:
             urls["prometheus"] = self.prometheus.url
         if self.alertmanager is not None:
             urls["alertmanager"] = self.alertmanager.url
+        if self.jaeger is not None:
+            urls["jaeger"] = self.jaeger.url
         return urls
 
     def stop(self) -> None:
