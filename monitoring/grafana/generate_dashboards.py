@@ -47,6 +47,7 @@ class Panel:
     height: int = 8
     thresholds: tuple[tuple[str, float], ...] = ()  # (colour, from value) after the base green
     extra_defaults: dict[str, Any] = field(default_factory=dict)
+    links: tuple[tuple[str, str], ...] = ()  # (title, URL) shown in the panel's menu
 
 
 def ts(title: str, description: str, *targets: Target, **kwargs: Any) -> Panel:
@@ -87,7 +88,7 @@ def _render(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
             "colorMode": "value", "graphMode": "area", "justifyMode": "auto", "orientation": "auto",
             "textMode": "value_and_name" if any(t.legend for t in panel.targets) else "auto",
         }
-    return {
+    rendered = {
         "id": panel_id,
         "type": panel.kind,
         "title": panel.title,
@@ -98,9 +99,13 @@ def _render(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": options,
     }
+    if panel.links:
+        rendered["links"] = [{"title": title, "url": url, "targetBlank": True} for title, url in panel.links]
+    return rendered
 
 
-def dashboard(uid: str, title: str, description: str, rows: list[tuple[str, list[Panel]]]) -> dict[str, Any]:
+def dashboard(uid: str, title: str, description: str, rows: list[tuple[str, list[Panel]]], *,
+              variables: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     """A dashboard: each row is a Grafana row panel followed by its panels, laid out left to right."""
     panels: list[dict[str, Any]] = []
     next_id = 1
@@ -133,11 +138,27 @@ def dashboard(uid: str, title: str, description: str, rows: list[tuple[str, list
         "version": 1,
         "time": {"from": "now-6h", "to": "now"},
         "timepicker": {},
-        "templating": {"list": []},
+        "templating": {"list": list(variables)},
         "annotations": {"list": []},
         "links": [{"title": "ML stack", "type": "dashboards", "tags": ["mlstack"], "asDropdown": True}],
         "panels": panels,
     }
+
+
+# Traces (README: Traces): where the person's browser reaches Jaeger's UI (compose publishes it on JAEGER_PORT);
+# a dashboard variable, so another address is typed in once, not edited in every link.
+JAEGER_VARIABLE = {"name": "jaeger", "label": "Jaeger UI", "type": "textbox", "query": "http://localhost:16686",
+                   "current": {"text": "http://localhost:16686", "value": "http://localhost:16686"}, "hide": 0}
+
+
+def trace_link(service: str, operation: str) -> tuple[str, str]:
+    """A panel link to Jaeger's search for the service's spans of this operation in the panel's time range."""
+    from urllib.parse import quote
+
+    # Grafana fills ${__from}/${__to} with the range in epoch milliseconds; Jaeger's search takes microseconds.
+    url = (f"${{jaeger}}/search?service={service}&operation={quote(operation, safe='')}&lookback=custom"
+           "&start=${__from}000&end=${__to}000&limit=20")
+    return f"Traces: {service} {operation} (Jaeger)", url
 
 
 # --------------------------------------------------------------------------- the dashboards
@@ -166,10 +187,10 @@ def serving_dashboard() -> dict[str, Any]:
                 ts("Latency percentiles", "p50, p90 and p99 request latency over every known route.",
                    *(Target(f"histogram_quantile({q}, sum by (le) ({SERVING_BUCKETS}))", f"p{round(q * 100)}")
                      for q in (0.5, 0.9, 0.99)),
-                   unit="s"),
+                   unit="s", links=(trace_link("serving", "POST /predict"),)),
                 ts("p99 latency by route", "99th percentile latency per route; /predict is the one to watch.",
                    Target(f"histogram_quantile(0.99, sum by (route, le) ({SERVING_BUCKETS}))", "{{route}}"),
-                   unit="s", thresholds=(("red", 1.0),)),
+                   unit="s", thresholds=(("red", 1.0),), links=(trace_link("serving", "POST /predict"),)),
             ]),
             ("Errors", [
                 ts("5xx ratio", "Share of requests answered with a 5xx status (0 when there are none); the "
@@ -205,6 +226,7 @@ def serving_dashboard() -> dict[str, Any]:
                    Target("sum by (outcome) (increase(serving_model_loads_total[1h]))", "{{outcome}}"), width=8),
             ]),
         ],
+        variables=(JAEGER_VARIABLE,),
     )
 
 
@@ -226,7 +248,8 @@ def pipeline_dashboard() -> dict[str, Any]:
             ]),
             ("Durations", [
                 ts("Last run duration", "Duration of the last run, failed or not.",
-                   Target("max by (service) (job_last_duration_seconds)", "{{service}}"), unit="s"),
+                   Target("max by (service) (job_last_duration_seconds)", "{{service}}"), unit="s",
+                   links=(trace_link("etl", "etl run"), trace_link("training", "training run"))),
                 ts("Run duration p90 (last hour)", "90th percentile run duration over the last hour.",
                    Target("histogram_quantile(0.9, sum by (service, le) (rate(job_duration_seconds_bucket[1h])))",
                           "{{service}}"), unit="s"),
@@ -259,6 +282,7 @@ def pipeline_dashboard() -> dict[str, Any]:
                    width=8),
             ]),
         ],
+        variables=(JAEGER_VARIABLE,),
     )
 
 

@@ -1,7 +1,8 @@
-"""The compose trace backend, offline: Jaeger in monitoring/ behind a profile, the apps sent to it, off by default."""
+"""Traces in compose, offline: Jaeger behind a profile, the apps sent to it (off by default), dashboards link to it."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import yaml
 from mlstack_core.settings import BaseServiceSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
+GRAFANA = REPO / "monitoring" / "grafana" / "provisioning"
 DEFAULT = re.compile(r"^\$\{[A-Z0-9_]+:-(.*)\}$")
 
 
@@ -38,3 +40,14 @@ def test_apps_export_to_jaeger_only_when_enabled() -> None:
     on = load_settings(BaseServiceSettings,
                        {"ADMIN_TOKEN": "compose-admin-token-0123456789", **otel, "OTEL_TRACES_ENABLED": "true"})
     assert on.tracing_enabled and on.otlp_traces_url() == "http://jaeger:4318/v1/traces"
+
+
+def test_latency_and_run_panels_link_to_their_traces() -> None:
+    for board, wanted in (("serving", "service=serving&operation=POST%20%2Fpredict"),
+                          ("pipeline", "service=etl&operation=etl%20run")):
+        doc = json.loads((GRAFANA / "dashboards" / "mlstack" / f"{board}.json").read_text())
+        assert "jaeger" in {variable["name"] for variable in doc["templating"]["list"]}
+        urls = [link["url"] for panel in doc["panels"] for link in panel.get("links", [])]
+        assert any(url.startswith("${jaeger}/search?") and wanted in url and "${__from}" in url for url in urls)
+    (jaeger,) = yaml.safe_load((GRAFANA / "datasources" / "jaeger.yml").read_text())["datasources"]
+    assert jaeger["type"] == "jaeger" and jaeger["url"] == "http://jaeger:16686"
