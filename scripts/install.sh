@@ -76,15 +76,10 @@ install_ferretdb() {
     log "building ferretdb $FERRETDB_VERSION"
     # A plain `go install ...@v1.24.2` builds a binary that panics at start-up: the module lacks the
     # generated build/version/version.txt. So build the module's source with that file written.
-    local src work
+    local work
     work="$(mktemp -d)"
     CLEANUP+=("$work")
-    # Run outside any module (an empty dir) so go.mod files around do not matter.
-    src="$(cd "$work" && go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
-        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-    [ -d "$src" ] || { log "go mod download gave no source dir for FerretDB"; exit 1; }
-    cp -R "$src/." "$work/"
-    chmod -R u+w "$work"
+    go_module_source "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" "$work"
     echo "$FERRETDB_VERSION" >"$work/build/version/version.txt"
     mkdir -p "$BIN"
     (cd "$work" && go build -trimpath -buildvcs=false -o "$BIN/ferretdb.new" ./cmd/ferretdb)

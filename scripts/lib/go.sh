@@ -67,3 +67,15 @@ setup_go() {
     fi
     GO_READY=1
 }
+
+# The source of a Go module, from the module proxy, copied writable into DIR (an empty dir), for a module that
+# `go install MODULE@VERSION` cannot build (a replace directive in its go.mod, a generated file it lacks): the
+# caller builds it there as the main module.
+go_module_source() {  # go_module_source MODULE@VERSION DIR
+    local src
+    # Run in DIR, outside any module, so go.mod files around do not matter.
+    src="$(cd "$2" && go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [ -d "$src" ] || { log "go mod download gave no source dir for $1"; exit 1; }
+    cp -R "$src/." "$2/"
+    chmod -R u+w "$2"
+}

@@ -36,18 +36,14 @@ install_jaeger() {
         return
     fi
     setup_go
-    local began=$SECONDS src
+    local began=$SECONDS
     log "building jaeger $JAEGER_VERSION (module source from the Go module proxy)"
     # `go install ...@version` refuses the module: its go.mod has a replace directive. So build its source as
-    # the main module (like FerretDB in install.sh), outside any other module, with the version linked in.
+    # the main module (like FerretDB in install.sh), with the version linked in.
     WORK="$(mktemp -d)"
-    src="$(cd "$WORK" && go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_VERSION" \
-        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-    [ -d "$src" ] || { log "go mod download gave no source dir for Jaeger"; exit 1; }
-    cp -R "$src/." "$WORK/src"
-    chmod -R u+w "$WORK/src"
+    go_module_source "github.com/jaegertracing/jaeger@$JAEGER_VERSION" "$WORK"
     mkdir -p "$BIN"
-    (cd "$WORK/src" && go build -trimpath -buildvcs=false \
+    (cd "$WORK" && go build -trimpath -buildvcs=false \
         -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_VERSION" \
         -o "$BIN/jaeger.new" ./cmd/jaeger)
     mv -f "$BIN/jaeger.new" "$BIN/jaeger"
