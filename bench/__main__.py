@@ -11,7 +11,7 @@ from bench.common import REPO_ROOT, append_result, loadavg, machine, wait_for_qu
 
 log = logging.getLogger("bench")
 
-ALL = ("serving", "storage", "memory", "reload", "shutdown", "ingest", "training", "profile")
+ALL = ("serving", "storage", "memory", "reload", "shutdown", "ingest", "training", "profile", "tracing")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             from bench import profile
 
             print(json.dumps(profile.run(threads=threads, seconds=min(args.seconds, 15), tag=args.tag), indent=1))
+        elif what == "tracing":
+            from bench import tracing_bench
+
+            print(json.dumps(tracing_bench.run(seconds=args.seconds, runs=args.runs, threads=threads, tag=args.tag),
+                             indent=1))
         elif what == "soak":
             from bench import soak
 

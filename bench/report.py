@@ -177,6 +177,7 @@ def render(path: Path = README) -> Path:
     out += _training_section(_latest(records, "training"), _latest(records, "training-fill"))
     out += _memory_section(_latest(records, "memory"))
     out += _profile_section(_latest(records, "profile"))
+    out += _tracing_section(_latest(records, "tracing-summary"))
     out.append(FOOTER)
     path.write_text("\n".join(out) + "\n")
     return path
@@ -561,3 +562,21 @@ FOOTER = """## Findings
   workers by default. The Nginx template sets `keepalive_timeout 4s` on the
   upstream so that threaded workers are not held until `graceful_timeout` by idle upstream connections at
   shutdown (Gunicorn 26's gthread worker waits for every open connection)."""
+
+
+def _tracing_section(summaries: list[dict[str, Any]]) -> list[str]:
+    if not summaries:
+        return ["## Traces: /predict with tracing off and on", "", "(not run yet: `bench/run.sh tracing`)", ""]
+    s = summaries[-1]
+    rows = [[label, s[name]["rps"], s[name]["p50_ms"], s[name]["p99_ms"], s[name]["errors"],
+             f"{s[name]['app_cpu_s_per_1000']:.3f}", ", ".join(f"{load:.1f}" for load in s[name]["load"])]
+            for name, label in (("untraced", "tracing off (default: nothing installed)"),
+                                ("traced", "tracing on, every request sampled, exported to Jaeger"))]
+    return ["## Traces: /predict with tracing off and on", "",
+            f"Session {s['session']}: one-row `/predict` through Nginx, {s['clients']} wrk connections, "
+            f"{s['workers']} Gunicorn workers, {s['runs']} interleaved runs of {s['run_seconds']:g} s per variant "
+            "(medians), STORE_PREDICTIONS=false for both; Jaeger (memory storage) on the same two cores. "
+            "`bench/tracing_bench.py` says how.", "",
+            _table(["variant", "req/s", "p50 ms", "p99 ms", "errors", "app CPU s/1k req", "load at each run"], rows),
+            "", f"Throughput with tracing on: {s['throughput_ratio']:.2f}x tracing off (median of per-run ratios).",
+            ""]
