@@ -91,6 +91,7 @@ def test_one_manual_etl_run_is_one_trace_through_serving_and_mongodb(stack, jaeg
     (run,) = [s for s in by_service["etl"] if s["operationName"] == "etl run"]
     assert parent_id(run) is None, "a run starts its own trace"
     assert tags(run)["mlstack.job"] == "etl" and tags(run)["mlstack.trigger"] == "manual"
+    assert tags(run)["mlstack.batch_id"] == record["result"]["batch_id"], "the tag a row's batch_id finds"
     for count in ("inserted", "sent", "predicted"):
         assert tags(run)[f"mlstack.rows.{count}"] == ETL_ROWS, (count, tags(run))
     assert tags(run)["mlstack.model.version"] == record["result"]["model"]["version"]
