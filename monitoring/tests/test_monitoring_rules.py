@@ -107,10 +107,15 @@ def test_compose_and_native_configs_scrape_the_same_jobs_with_the_same_rules(tmp
     assert {job["job_name"] for job in compose["scrape_configs"]} == SCRAPE_JOBS
     assert {job["job_name"] for job in native["scrape_configs"]} == SCRAPE_JOBS
     assert [Path(p).name for p in compose["rule_files"]] == [Path(p).name for p in native["rule_files"]]
-    # Compose scrapes each app's Gunicorn on its container port (the Nginx in front is for clients).
-    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in compose["scrape_configs"]}
-    assert targets["serving"] == ["serving:8000"] and targets["etl"] == ["etl:8000"]
-    assert targets["training"] == ["training:8000"]
+    # Compose finds every container of each app through Docker's DNS (replicas of `--scale`) and scrapes its
+    # Gunicorn port (the Nginx in front is for clients).
+    for job in compose["scrape_configs"]:
+        if job["job_name"] != "prometheus":
+            assert job["dns_sd_configs"] == [
+                {"names": [job["job_name"]], "type": "A", "port": 8000, "refresh_interval": "15s"}
+            ], job["job_name"]
+    # Both send alerts to their Alertmanager.
+    assert compose["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]
     assert native["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["127.0.0.1:9093"]}]}]
 
 

@@ -21,6 +21,7 @@ DEBIAN_TAG="debian:bookworm-slim"
 PYTHON_TAG="python:3.11-slim-bookworm"
 NGINX_TAG="nginx:1.28.0"
 PROMETHEUS_TAG="prom/prometheus:v3.4.0"
+ALERTMANAGER_TAG="prom/alertmanager:v0.28.1"
 MONGO_TAG="mongo:7.0"
 MINIO_TAG="minio/minio:RELEASE.2025-04-22T22-12-26Z"
 POSTGRES_TAG="postgres:16.9"
@@ -35,7 +36,8 @@ log() { printf '[base-images] %s\n' "$*" >&2; }
 die() { printf '[base-images] ERROR: %s\n' "$*" >&2; exit 1; }
 
 if [ "${1:-}" = "--list" ]; then
-    printf '%s\n' "$DEBIAN_TAG" "$PYTHON_TAG" "$NGINX_TAG" "$PROMETHEUS_TAG" "$MONGO_TAG" "$MINIO_TAG" "$POSTGRES_TAG"
+    printf '%s\n' "$DEBIAN_TAG" "$PYTHON_TAG" "$NGINX_TAG" "$PROMETHEUS_TAG" "$ALERTMANAGER_TAG" "$MONGO_TAG" "$MINIO_TAG" \
+        "$POSTGRES_TAG"
     exit 0
 fi
 
@@ -141,6 +143,7 @@ main() {
     build_standin python "$PYTHON_TAG" /etc/ssl/certs/ca-certificates.crt
     build_standin nginx "$NGINX_TAG"
     build_standin prometheus "$PROMETHEUS_TAG"
+    build_standin alertmanager "$ALERTMANAGER_TAG"
     build_standin mongo "$MONGO_TAG" "$FERRETDB_BIN"
     build_standin minio "$MINIO_TAG" "$VERSITYGW_BIN"
     build_standin postgres "$POSTGRES_TAG"

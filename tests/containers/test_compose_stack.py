@@ -59,12 +59,15 @@ STANDIN_DOCKERFILES = sorted((SCRIPTS / "standins").glob("*/Dockerfile"))
 REQUIRED_SECRETS = (
     "ADMIN_TOKEN", "SERVICE_TOKEN", "MONGO_INITDB_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_TRAINING_PASSWORD", "MLFLOW_SERVING_PASSWORD",
-    "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY", "ALERT_WEBHOOK_URL",
 )
 # Its own project name, so the test never touches a stack someone runs from the same files.
 PROJECT = "mlstack-ci"
 # Bind mounts the default stack may have: read-only configuration, never source code.
-CONFIG_MOUNTS = {"/etc/nginx/templates/default.conf.template", "/etc/prometheus", "/etc/grafana/provisioning"}
+CONFIG_MOUNTS = {
+    "/etc/nginx/templates/default.conf.template", "/etc/prometheus", "/etc/grafana/provisioning",
+    "/etc/alertmanager/template",
+}
 HTTP_TIMEOUT = 15
 
 # Bounds (seconds), far above the cold figures measured on the 2-core machines (engine 5, stand-ins 90,
@@ -248,10 +251,10 @@ def stack_env() -> dict[str, str]:
     """The test's .env values: fresh random secrets, free loopback ports, schedules out of the way."""
     values = {name: secrets.token_urlsafe(24) for name in REQUIRED_SECRETS}
     ports = set()
-    while len(ports) < 8:
-        ports.add(free_port())
     names = ("SERVING_PORT", "ETL_PORT", "TRAINING_PORT", "MLFLOW_PORT", "MINIO_PORT", "MINIO_CONSOLE_PORT",
-             "PROMETHEUS_PORT", "GRAFANA_PORT")
+             "PROMETHEUS_PORT", "ALERTMANAGER_PORT", "GRAFANA_PORT")
+    while len(ports) < len(names):
+        ports.add(free_port())
     values.update({name: str(port) for name, port in zip(names, sorted(ports), strict=True)})
     values.update(
         PUBLISH_ADDRESS="127.0.0.1",
@@ -259,6 +262,9 @@ def stack_env() -> dict[str, str]:
         ETL_INTERVAL_SECONDS="3600",
         TRAINING_INTERVAL_SECONDS="3600",
         SEED_ROWS="300",
+        # Alertmanager needs a receiver; nothing listens there (the alert path is tested natively). Random, as
+        # the secret it stands for: the image scan looks for it.
+        ALERT_WEBHOOK_URL=f"http://127.0.0.1:9/alerts/{secrets.token_urlsafe(12)}",
     )
     return values
 
@@ -463,7 +469,7 @@ def test_each_folder_brings_what_it_needs(compose: Compose) -> None:
         "training-flask-scheduler": {"training", "training-nginx", "mongo", "mlflow", "postgres", "minio",
                                      "provision-users"},
         "model-management": {"mlflow", "postgres", "minio", "create-bucket", "provision-users"},
-        "monitoring": {"prometheus", "grafana"},
+        "monitoring": {"prometheus", "alertmanager", "alertmanager-config", "grafana"},
     }
     for folder, wanted in needs.items():
         services = compose("config", "--services", what=f"config --services in {folder}", files=(), project=None,
@@ -513,7 +519,7 @@ def test_missing_secret_stops_compose_with_its_name(
 def test_compose_model_keeps_house_rules(compose: Compose, stack_env: dict[str, str]) -> None:
     services = compose.config(files=(ROOT_COMPOSE,))["services"]
     one_shot = {name for name, s in services.items() if s.get("restart") == "no"}
-    assert one_shot == {"create-bucket", "provision-users"}
+    assert one_shot == {"create-bucket", "provision-users", "alertmanager-config"}
     for name, service in services.items():
         if name not in one_shot and "build" not in service:  # built images carry their own HEALTHCHECK
             assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
@@ -534,6 +540,8 @@ def test_compose_model_keeps_house_rules(compose: Compose, stack_env: dict[str, 
     assert published["serving-nginx"] == [80] and published["etl-nginx"] == [5554]
     assert published["training-nginx"] == [5555] and published["mlflow"] == [5000]
     assert published["minio"] == [9000, 9001] and published["prometheus"] == [9090]
+    assert published["alertmanager"] == [9093] and published["alertmanager-config"] == []
+    assert services["alertmanager-config"]["network_mode"] == "none"
     assert published["grafana"] == [3000]
     assert published["mongo"] == [] and published["postgres"] == []
 
@@ -652,10 +660,10 @@ def test_every_service_is_healthy_and_training_bootstraps_a_champion(
               .stdout.splitlines() if line.strip()]
     by_service = {state["Service"]: state for state in states}
     assert set(by_service) >= {"mongo", "minio", "postgres", "create-bucket", "provision-users", "mlflow",
-                               "prometheus", "serving",
+                               "prometheus", "alertmanager-config", "alertmanager", "serving",
                                "serving-nginx", "etl", "etl-nginx", "training", "training-nginx"}
     for service, state in by_service.items():
-        if service in ("create-bucket", "provision-users"):
+        if service in ("create-bucket", "provision-users", "alertmanager-config"):
             assert state["State"] == "exited" and state["ExitCode"] == 0, state
         else:
             assert state["State"] == "running" and state["Health"] == "healthy", state
@@ -729,18 +737,37 @@ def test_openapi_and_docs_through_the_published_nginx_ports(running_stack: dict[
 
 
 @pytest.mark.timeout(HEAVY_TEST_TIMEOUT)
-def test_prometheus_scrapes_every_app(running_stack: dict[str, Any], timings: dict[str, float]) -> None:
+def test_prometheus_finds_every_replica_and_knows_its_alertmanager(
+    running_stack: dict[str, Any], compose: Compose, timings: dict[str, float]
+) -> None:
     started = time.monotonic()
+    prometheus = running_stack["prometheus"]
 
-    def all_up() -> list[dict[str, Any]] | None:
-        targets = requests.get(f"{running_stack['prometheus']}/api/v1/targets", timeout=HTTP_TIMEOUT).json()
-        active = targets["data"]["activeTargets"]
-        jobs = {target["labels"]["job"] for target in active}
+    def up_targets(serving: int) -> list[dict[str, Any]] | None:
+        active = requests.get(f"{prometheus}/api/v1/targets", timeout=HTTP_TIMEOUT).json()["data"]["activeTargets"]
+        jobs = [target["labels"]["job"] for target in active]
         healthy = all(target["health"] == "up" for target in active)
-        return active if healthy and {"serving", "etl", "training"} <= jobs else None
+        wanted = jobs.count("serving") == serving and {"etl", "training"} <= set(jobs)
+        return active if healthy and wanted else None
 
-    active = wait_until(all_up, TARGETS_TIMEOUT, "every Prometheus target to be up", interval=2)
-    assert {target["scrapeUrl"] for target in active} >= {
-        "http://serving:8000/metrics", "http://etl:8000/metrics", "http://training:8000/metrics"
-    }
+    active = wait_until(lambda: up_targets(1), TARGETS_TIMEOUT, "every Prometheus target to be up", interval=2)
+    # Found through Docker's DNS (dns_sd_configs): one target per container, at its address, on Gunicorn's port.
+    apps = [target for target in active if target["labels"]["job"] in {"serving", "etl", "training"}]
+    assert len(apps) == 3
+    assert all(re.fullmatch(r"http://\d+\.\d+\.\d+\.\d+:8000/metrics", t["scrapeUrl"]) for t in apps), apps
     timings["prometheus: every target up"] = time.monotonic() - started
+
+    body = requests.get(f"{prometheus}/api/v1/alertmanagers", timeout=HTTP_TIMEOUT).json()
+    assert [am["url"] for am in body["data"]["activeAlertmanagers"]] == ["http://alertmanager:9093/api/v2/alerts"]
+
+    # A second serving replica is scraped as a second target of the same job, then goes with the scale-down.
+    started = time.monotonic()
+    compose("up", "--detach", "--no-recreate", "--wait", "--scale", "serving=2", "serving",
+            what="docker compose up --scale serving=2", timeout=UP_WAIT_SECONDS)
+    try:
+        wait_until(lambda: up_targets(2), TARGETS_TIMEOUT, "two serving targets up", interval=2)
+        timings["prometheus: a second serving replica scraped"] = time.monotonic() - started
+    finally:
+        compose("up", "--detach", "--no-recreate", "--wait", "--scale", "serving=1", "serving",
+                what="docker compose up --scale serving=1", timeout=UP_WAIT_SECONDS)
+    wait_until(lambda: up_targets(1), TARGETS_TIMEOUT, "one serving target again", interval=2)
