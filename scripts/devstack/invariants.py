@@ -81,6 +81,42 @@ class Report:
         return f"{state} ({self.figures})"
 
 
+def check_rows(
+    db: Any, report: Report, *, rows_collection: str = ROWS_COLLECTION,
+    predictions_collection: str = PREDICTIONS_COLLECTION,
+) -> None:
+    """Invariants 1 and 2 on one database (rows, their pending marks, the predictions), added to report."""
+    rows = db[rows_collection]
+    pending = {doc["_id"] for doc in db[f"{rows_collection}_pending"].find({}, {"_id": 1})}
+    row_ids = [doc["_id"] for doc in rows.find({}, {"_id": 1})]
+    predicted: set[Any] = set()
+    row_id_count: collections.Counter[str] = collections.Counter()
+    wrong_id: list[str] = []
+    for doc in db[predictions_collection].find({}, {"_id": 1, "row_id": 1}, batch_size=10_000):
+        row_id = doc.get("row_id")
+        if row_id is None:
+            continue  # an anonymous prediction: no row of ours
+        row_id_count[str(row_id)] += 1
+        if str(doc["_id"]) != str(row_id):
+            wrong_id.append(f"{doc['_id']} carries row_id {row_id}")
+        predicted.add(str(doc["_id"]))
+    finished = [row_id for row_id in row_ids if row_id not in pending]
+    lost = [row_id for row_id in finished if str(row_id) not in predicted]
+    duplicated = [row_id for row_id, n in row_id_count.items() if n > 1]
+    # Marks whose row was never written (an insert cut short) are skipped and expire: counted, not flagged.
+    report.figures.update(rows=len(row_ids), pending=len(pending), row_predictions=sum(row_id_count.values()),
+                          marks_without_row=len(pending - set(row_ids)))
+    report.add("1 unmarked row without its one prediction (duplicate row_id or other _id)",
+               duplicated + wrong_id)
+    report.add("2 row with neither pending mark nor prediction", lost)
+
+
+def running_runs(db: Any) -> list[str]:
+    """Invariant 3 in MongoDB: the run records (job and id) that still say "running"."""
+    running = db[RUNS_COLLECTION].find({"status": "running"}, {"_id": 1, "job": 1})
+    return [f"{doc.get('job')} {doc['_id']}" for doc in running]
+
+
 class InvariantChecker:
     """Checks a NativeStack's invariants; keep one per stack, it remembers the versions it has seen."""
 
@@ -150,37 +186,14 @@ class InvariantChecker:
         return report
 
     def _check_rows(self, db: Any, report: Report) -> None:
-        rows = db[self.rows_collection]
-        pending = {doc["_id"] for doc in db[f"{self.rows_collection}_pending"].find({}, {"_id": 1})}
-        row_ids = [doc["_id"] for doc in rows.find({}, {"_id": 1})]
-        predicted: set[Any] = set()
-        row_id_count: collections.Counter[str] = collections.Counter()
-        wrong_id: list[str] = []
-        for doc in db[self.predictions_collection].find({}, {"_id": 1, "row_id": 1}, batch_size=10_000):
-            row_id = doc.get("row_id")
-            if row_id is None:
-                continue  # an anonymous prediction: no row of ours
-            row_id_count[str(row_id)] += 1
-            if str(doc["_id"]) != str(row_id):
-                wrong_id.append(f"{doc['_id']} carries row_id {row_id}")
-            predicted.add(str(doc["_id"]))
-        finished = [row_id for row_id in row_ids if row_id not in pending]
-        lost = [row_id for row_id in finished if str(row_id) not in predicted]
-        duplicated = [row_id for row_id, n in row_id_count.items() if n > 1]
-        # Marks whose row was never written (an insert cut short) are skipped and expire: counted, not flagged.
-        report.figures.update(rows=len(row_ids), pending=len(pending), row_predictions=sum(row_id_count.values()),
-                              marks_without_row=len(pending - set(row_ids)))
-        report.add("1 unmarked row without its one prediction (duplicate row_id or other _id)",
-                   duplicated + wrong_id)
-        report.add("2 row with neither pending mark nor prediction", lost)
+        check_rows(db, report, rows_collection=self.rows_collection,
+                   predictions_collection=self.predictions_collection)
 
     def _running_runs(self, db: Any = None) -> list[str]:
         if db is None:
             with contextlib.closing(self.stack.ferretdb.client()) as client:  # type: ignore[union-attr]
                 return self._running_runs(client[self.stack.mongo_db])
-        found: list[str] = []
-        for doc in db[RUNS_COLLECTION].find({"status": "running"}, {"_id": 1, "job": 1}):
-            found.append(f"{doc.get('job')} {doc['_id']}")
+        found = running_runs(db)
         for app in self.stack.apps.values():
             runs_dir = app.state_dir / "runs"
             for path in sorted(runs_dir.glob("*.json")) if runs_dir.is_dir() else []:

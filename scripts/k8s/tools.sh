@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The Kubernetes tools the chart tests need, built from the Go module proxy into .tools/bin: Helm.
+# The Kubernetes tools the tests need, built from the Go module proxy into .tools/bin.
 #
-#   scripts/k8s/tools.sh          build what is missing or of another version (idempotent), print each tool's path
+#   scripts/k8s/tools.sh          Helm (the chart tests): build it when missing or of another version, print its path
+#   scripts/k8s/tools.sh cluster  Helm, the Kubernetes components (one multi-call `kube` binary from k8s.io/kubernetes,
+#                                 linked as kube-apiserver, kubelet, kubectl...) and CoreDNS, for scripts/k8s/cluster.sh;
+#                                 prints the bin directory
 #
 # Not part of scripts/install.sh: only the Kubernetes tests need Helm, and they call this script themselves (as the
 # container tests call scripts/containers/engine.sh), so a plain install stays fast. A first build of Helm takes
@@ -15,8 +18,12 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=../lib/go.sh
 . "$REPO/scripts/lib/go.sh"
 log() { printf '[k8s-tools] %s\n' "$*" >&2; }
-WORK=""
+WORK=""   # the scratch dir of the build in progress (new_work), removed at exit
 trap '[ -z "$WORK" ] || rm -rf "$WORK"' EXIT
+new_work() {
+    [ -z "$WORK" ] || rm -rf "$WORK"
+    WORK="$(mktemp -d)"
+}
 
 BIN="$REPO/.tools/bin"
 HELM_VERSION="v3.22.0"
@@ -46,7 +53,7 @@ install_helm() {
     local began=$SECONDS
     log "building helm $HELM_VERSION (go install through the module proxy)"
     # Outside any module, into a scratch GOBIN, so a failed build leaves no half-written .tools/bin/helm.
-    WORK="$(mktemp -d)"
+    new_work
     # The versions are linked in by hand: `go install` does not run Helm's Makefile, which sets them.
     (cd "$WORK" && GOBIN="$WORK/bin" go install -trimpath -ldflags "$HELM_LDFLAGS" \
         "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
@@ -57,9 +64,97 @@ install_helm() {
     log "helm $HELM_VERSION built in $((SECONDS - began)) s"
 }
 
+# The cluster's components: Kubernetes 1.34 is the newest that still runs on cgroup v1 without opting in (these
+# machines have no cgroup v2), and Debian's etcd 3.4 serves it.
+KUBE_VERSION="v1.34.4"
+KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+COREDNS_VERSION="v1.12.4"
+KUBE_SRC="$REPO/scripts/k8s/kube"
+
+kube_stamp() {  # what the kube binary is built from: the version and our main.go
+    printf '%s %s' "$KUBE_VERSION" "$(sha256sum <"$KUBE_SRC/main.go" | cut -c1-16)"
+}
+
+install_kube() {
+    local stamp="$BIN/.kube-build"
+    if [ -x "$BIN/kube" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(kube_stamp)" ]; then
+        link_kube
+        return
+    fi
+    setup_go
+    local began=$SECONDS minor staging_version mod ldflags
+    log "building the Kubernetes components $KUBE_VERSION (k8s.io/kubernetes through the module proxy; minutes)"
+    new_work
+    cp "$KUBE_SRC/main.go" "$WORK/"
+    go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" >/dev/null
+    mod="$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$KUBE_VERSION.mod"
+    # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging folders that a
+    # module download does not have: point each at its published release (v0.34.4 for v1.34.4) instead.
+    minor="${KUBE_VERSION#v1.}"
+    staging_version="v0.$minor"
+    {
+        printf 'module mlstack.local/kube\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$KUBE_VERSION"
+        awk -v v="$staging_version" '/=> \.\/staging/ {print "\t" $1 " => " $1 " " v}' "$mod"
+        printf ')\n'
+    } >"$WORK/go.mod"
+    (cd "$WORK" && go mod tidy)
+    # Without these the components report v0.0.0 (the kubelet then registers a node of that version).
+    minor="${minor%%.*}"
+    ldflags="-s -w"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    done
+    ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+    (cd "$WORK" && go build -trimpath -ldflags "$ldflags" -o "$WORK/kube" .)
+    mkdir -p "$BIN"
+    mv -f "$WORK/kube" "$BIN/kube"
+    kube_stamp >"$stamp"
+    link_kube
+    "$BIN/kubectl" version --client 2>/dev/null | grep -q "$KUBE_VERSION" \
+        || { log "built kube does not report $KUBE_VERSION"; exit 1; }
+    log "Kubernetes components $KUBE_VERSION built in $((SECONDS - began)) s"
+}
+
+link_kube() {
+    local name
+    for name in "${KUBE_COMPONENTS[@]}"; do
+        ln -sfn kube "$BIN/$name"
+    done
+}
+
+install_coredns() {
+    local out
+    if [ -x "$BIN/coredns" ]; then
+        out="$("$BIN/coredns" -version 2>/dev/null || true)"
+        [[ "$out" == *"CoreDNS-${COREDNS_VERSION#v}"* ]] && return
+    fi
+    setup_go
+    local began=$SECONDS
+    log "building CoreDNS $COREDNS_VERSION (go install through the module proxy)"
+    new_work
+    (cd "$WORK" && GOBIN="$WORK/bin" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION")
+    mkdir -p "$BIN"
+    mv -f "$WORK/bin/coredns" "$BIN/coredns"
+    log "CoreDNS $COREDNS_VERSION built in $((SECONDS - began)) s"
+}
+
 main() {
-    install_helm
-    echo "$BIN/helm"
+    case "${1:-helm}" in
+        helm)
+            install_helm
+            echo "$BIN/helm"
+            ;;
+        cluster)
+            install_helm
+            install_kube
+            install_coredns
+            echo "$BIN"
+            ;;
+        *)
+            log "usage: scripts/k8s/tools.sh [helm|cluster]"
+            exit 2
+            ;;
+    esac
 }
 
 main "$@"

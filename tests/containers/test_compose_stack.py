@@ -21,12 +21,11 @@ import json
 import os
 import re
 import secrets
-import shlex
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +33,25 @@ import pytest
 import requests
 import yaml
 
+from devstack.containers import (
+    BASE_IMAGES_TIMEOUT,
+    BUILD_TIMEOUT,
+    CI_OVERRIDE,
+    ENGINE_TIMEOUT,
+    REPO,
+    REQUIRED_SECRETS,
+    ROOT_COMPOSE,
+    SCRIPTS,
+    Compose,
+    reason,
+    run,
+    write_env_file,
+)
 from devstack.openapi_checks import check_live_contract
 from devstack.polling import run_job_to_end, wait_until
-from devstack.ports import free_port
 
 pytestmark = pytest.mark.containers
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = REPO / "scripts" / "containers"
-ROOT_COMPOSE = REPO / "docker-compose.yml"
-CI_OVERRIDE = REPO / "compose" / "ci.override.yml"
 SERVICE_FOLDERS = (
     "serving-flask", "etl-flask-scheduler", "training-flask-scheduler", "model-management", "monitoring",
 )
@@ -56,13 +64,6 @@ APP_DOCKERFILES = {
 }
 SERVICE_DIRS = {"serving": "serving-flask", "etl": "etl-flask-scheduler", "training": "training-flask-scheduler"}
 STANDIN_DOCKERFILES = sorted((SCRIPTS / "standins").glob("*/Dockerfile"))
-REQUIRED_SECRETS = (
-    "ADMIN_TOKEN", "SERVICE_TOKEN", "MONGO_INITDB_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD",
-    "GRAFANA_ADMIN_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_TRAINING_PASSWORD", "MLFLOW_SERVING_PASSWORD",
-    "MLFLOW_FLASK_SERVER_SECRET_KEY", "ALERT_WEBHOOK_URL",
-)
-# Its own project name, so the test never touches a stack someone runs from the same files.
-PROJECT = "mlstack-ci"
 # Bind mounts the default stack may have: read-only configuration, never source code.
 CONFIG_MOUNTS = {
     "/etc/nginx/templates/default.conf.template", "/etc/prometheus", "/etc/grafana/provisioning",
@@ -70,11 +71,7 @@ CONFIG_MOUNTS = {
 }
 HTTP_TIMEOUT = 15
 
-# Bounds (seconds), far above the cold figures measured on the 2-core machines (engine 5, stand-ins 90,
-# first image build 70-120, stack healthy 25): they only stop a hung step.
-ENGINE_TIMEOUT = 300
-BASE_IMAGES_TIMEOUT = 900
-BUILD_TIMEOUT = 900
+# Bounds (seconds) above the cold figures (stack healthy 25): they only stop a hung step.
 UP_WAIT_SECONDS = 420
 CHAMPION_TIMEOUT = 300
 TRAINING_RUN_TIMEOUT = 240
@@ -84,40 +81,6 @@ HEAVY_TEST_TIMEOUT = ENGINE_TIMEOUT + BASE_IMAGES_TIMEOUT + 2 * BUILD_TIMEOUT + 
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
-
-
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def _reason(stderr: str) -> str:
-    """The most telling line of a script's stderr: its ERROR line if it printed one, else the last line."""
-    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
-    errors = [line for line in lines if "ERROR" in line]
-    return (errors or lines or ["(no output)"])[-1]
-
-
-def run(
-    cmd: Sequence[str | os.PathLike[str]],
-    *,
-    what: str,
-    timeout: float,
-    env: dict[str, str] | None = None,
-    cwd: Path = REPO,
-    check: bool = True,
-    input_text: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run a command with a deadline; fail the test with one line naming `what` on timeout or (check) error."""
-    try:
-        result = subprocess.run(
-            [str(part) for part in cmd], cwd=cwd, env=env, input=input_text, capture_output=True, text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{what}: did not finish within {timeout:.0f}s", pytrace=False)
-    if check and result.returncode != 0:
-        pytest.fail(f"{what}: exit code {result.returncode}: {_tail(result.stderr or result.stdout)}", pytrace=False)
-    return result
 
 
 def hadolint_binary() -> str:
@@ -148,43 +111,6 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     return instructions
 
 
-class Compose:
-    """`docker compose` on the project's engine with the test's env file; project `mlstack-ci` by default."""
-
-    def __init__(self, env: dict[str, str], env_file: Path) -> None:
-        self.env = env
-        self.env_file = env_file
-
-    def __call__(
-        self,
-        *args: str,
-        what: str,
-        timeout: float = 120,
-        files: Sequence[Path] = (ROOT_COMPOSE, CI_OVERRIDE),
-        project: str | None = PROJECT,
-        cwd: Path = REPO,
-        check: bool = True,
-        env_file: Path | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run one compose command; `files=()` lets compose find the folder's own docker-compose.yml."""
-        cmd = ["docker", "compose", "--env-file", str(env_file or self.env_file)]
-        if project:
-            cmd += ["--project-name", project]
-        for file in files:
-            cmd += ["--file", str(file)]
-        return run([*cmd, *args], what=what, timeout=timeout, env=self.env, cwd=cwd, check=check)
-
-    def config(self, **kwargs: Any) -> dict[str, Any]:
-        """The resolved model of the root file plus the CI override, as JSON."""
-        return json.loads(self("config", "--format", "json", what="docker compose config", **kwargs).stdout)
-
-    def diagnostics(self) -> str:
-        """What a person needs when the stack misbehaves: container states and the last log lines."""
-        ps = self("ps", "--all", what="docker compose ps", check=False).stdout
-        logs = self("logs", "--no-color", "--tail", "25", what="docker compose logs", check=False, timeout=60).stdout
-        return f"{ps}\n--- last log lines ---\n{_tail(logs, 120)}"
-
-
 # --- fixtures ----------------------------------------------------------------------------------------------
 
 
@@ -194,112 +120,6 @@ def timings(container_timings: dict[str, float]) -> Iterator[dict[str, float]]:
     started = time.monotonic()
     yield container_timings
     container_timings["whole module (fixtures and tests)"] = time.monotonic() - started
-
-
-def _can_start_engine() -> bool:
-    """engine.sh installs and starts dockerd only as root; for anyone else a failed start is not our bug."""
-    return os.geteuid() == 0
-
-
-@pytest.fixture(scope="module")
-def docker_env(timings: dict[str, float]) -> Iterator[dict[str, str]]:
-    """The environment that reaches the project's engine (DOCKER_HOST, DOCKER_CONFIG); started if needed."""
-    engine = SCRIPTS / "engine.sh"
-    was_running = subprocess.run([engine, "status"], capture_output=True, timeout=30).returncode == 0
-    started = time.monotonic()
-    try:
-        result = subprocess.run([engine, "start"], capture_output=True, text=True, timeout=ENGINE_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"container engine cannot start: engine.sh start took over {ENGINE_TIMEOUT}s", pytrace=False)
-    if result.returncode != 0:
-        if not _can_start_engine():
-            pytest.skip(f"container engine cannot be started by this user: {_reason(result.stderr)}")
-        pytest.fail(f"container engine cannot start: {_reason(result.stderr)}", pytrace=False)
-    timings["engine start" + (" (already running)" if was_running else "")] = time.monotonic() - started
-    env = dict(os.environ)
-    for line in result.stdout.splitlines():
-        if line.startswith("export "):
-            name, _, value = line.removeprefix("export ").partition("=")
-            env[name] = shlex.split(value)[0] if value else ""
-    yield env
-    if not was_running:
-        # Started for this module: stopped again (images stay in its data root for the next, warm, run).
-        subprocess.run([engine, "stop"], capture_output=True, timeout=90)
-
-
-@pytest.fixture(scope="module")
-def base_images(docker_env: dict[str, str], timings: dict[str, float]) -> list[str]:
-    """The local stand-ins for every third-party image, tagged as the Dockerfiles and compose files name them."""
-    started = time.monotonic()
-    try:
-        result = subprocess.run(
-            [SCRIPTS / "base-images.sh"], env=docker_env, capture_output=True, text=True,
-            timeout=BASE_IMAGES_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"stand-in images could not be made within {BASE_IMAGES_TIMEOUT}s", pytrace=False)
-    if result.returncode != 0:
-        pytest.fail(f"stand-in images could not be made: {_reason(result.stderr)}", pytrace=False)
-    built = "built" if re.search(r"\] built ", result.stderr) else "all cached"
-    timings[f"stand-in base images ({built})"] = time.monotonic() - started
-    listed = run([SCRIPTS / "base-images.sh", "--list"], what="base-images.sh --list", timeout=30, env=docker_env)
-    return listed.stdout.split()
-
-
-@pytest.fixture(scope="module")
-def stack_env() -> dict[str, str]:
-    """The test's .env values: fresh random secrets, free loopback ports, schedules out of the way."""
-    values = {name: secrets.token_urlsafe(24) for name in REQUIRED_SECRETS}
-    ports = set()
-    names = ("SERVING_PORT", "ETL_PORT", "TRAINING_PORT", "MLFLOW_PORT", "MINIO_PORT", "MINIO_CONSOLE_PORT",
-             "PROMETHEUS_PORT", "ALERTMANAGER_PORT", "GRAFANA_PORT")
-    while len(ports) < len(names):
-        ports.add(free_port())
-    values.update({name: str(port) for name, port in zip(names, sorted(ports), strict=True)})
-    values.update(
-        PUBLISH_ADDRESS="127.0.0.1",
-        # The closed loop triggers runs itself: scheduled runs must not interleave with its checks.
-        ETL_INTERVAL_SECONDS="3600",
-        TRAINING_INTERVAL_SECONDS="3600",
-        SEED_ROWS="300",
-        # Alertmanager needs a receiver; nothing listens there (the alert path is tested natively). Random, as
-        # the secret it stands for: the image scan looks for it.
-        ALERT_WEBHOOK_URL=f"http://127.0.0.1:9/alerts/{secrets.token_urlsafe(12)}",
-    )
-    return values
-
-
-def write_env_file(path: Path, values: dict[str, str]) -> Path:
-    """Write values as a private .env file."""
-    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
-    path.chmod(0o600)
-    return path
-
-
-@pytest.fixture(scope="module")
-def env_file(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test's env file (outside the repository, so it can never enter a build context)."""
-    return write_env_file(tmp_path_factory.mktemp("compose") / "test.env", stack_env)
-
-
-@pytest.fixture(scope="module")
-def compose(docker_env: dict[str, str], env_file: Path) -> Compose:
-    """`docker compose` against the project's engine with the test's env file."""
-    return Compose(docker_env, env_file)
-
-
-@pytest.fixture(scope="module")
-def built_images(compose: Compose, base_images: list[str], timings: dict[str, float]) -> dict[str, str]:
-    """Our four images, built by compose from the Dockerfiles as they are; the rebuild measures the warm cache."""
-    model = compose.config()
-    images = {name: service["image"] for name, service in model["services"].items() if "build" in service}
-    for attempt in ("first build", "rebuild (warm cache)"):
-        started = time.monotonic()
-        compose("build", what=f"docker compose build ({attempt})", timeout=BUILD_TIMEOUT)
-        timings[f"app images: {attempt}"] = time.monotonic() - started
-    # Every code change leaves the previous build untagged: drop those, or the engine's disk fills run by run.
-    run(["docker", "image", "prune", "--force"], what="docker image prune", timeout=300, env=compose.env)
-    return images
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +137,7 @@ def running_stack(
         )
         if result.returncode != 0:
             pytest.fail(
-                f"the stack did not come up healthy: {_reason(result.stderr)}\n{compose.diagnostics()}",
+                f"the stack did not come up healthy: {reason(result.stderr)}\n{compose.diagnostics()}",
                 pytrace=False,
             )
         timings["stack up, every service healthy"] = time.monotonic() - started

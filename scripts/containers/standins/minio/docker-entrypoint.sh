@@ -1,7 +1,8 @@
 #!/bin/sh
 # `server DIR [--console-address ADDR]` serves DIR over the S3 API on :9000 with MINIO_ROOT_USER/PASSWORD as the
 # root keys. The root user comes from the environment at every start, so the IAM dir (for any other users) is
-# kept outside DIR, where it would show up as a bucket.
+# kept outside DIR, where it would show up as a bucket; it is writable by any user, since the official image also
+# runs under an arbitrary uid (the Helm chart's trial S3 runs as 1000) and writes only DIR.
 set -eu
 if [ "${1:-}" = "server" ]; then
     shift

@@ -1,4 +1,5 @@
-"""Helm for the chart tests: built by scripts/k8s/tools.sh (once per session; a warm run is instant)."""
+"""Fixtures shared by several test folders: Helm (the chart tests in tests/k8s, the cluster test in tests/containers),
+built by scripts/k8s/tools.sh (once per session; a warm run is instant)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TOOLS_SH = REPO / "scripts" / "k8s" / "tools.sh"
 # A first build of Helm through the Go module proxy (cold caches) takes minutes; the chart tests raise their own
 # per-test limit to fit it (test_helm_chart.py's pytestmark), since the first test's setup runs it.
