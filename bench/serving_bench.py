@@ -1,4 +1,5 @@
-"""Benchmark 1 (and 5): one-row and 1,000-row predictions through Nginx, ours vs the original path vs mlflow serve.
+"""Benchmark 1 (and 5): one-row and 1,000-row predictions through Nginx, ours vs the original path (faithful and
+light, see bench.original_apps) vs mlflow serve.
 
 Every variant runs at the same time on the same machine, and runs are interleaved (variant A, B, C, A, B, C...)
 so slow drifts of the background load hit every variant alike; ratios are taken between medians of the same
@@ -27,6 +28,8 @@ GTHREADS = 4
 # Reference variants (floors, the threaded configuration) run at 8 clients only, to keep the whole run short.
 FLOORS = ("floor_flask", "floor_wsgi", "floor_flask_gthread", "floor_wsgi_gthread")
 EIGHT_CLIENTS_ONLY = frozenset({"ours_gthread", *FLOORS})
+# The original template's /predictDummy/: as its users run it, and one predict with no logging or metrics.
+ORIGINALS = ("original_faithful", "original_light")
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ def run(
     scenarios: tuple[str, ...] = ("one_row", "batch_1000"),
     workers: int = 2,
     threads: int | None = None,
-    include: tuple[str, ...] = ("ours", "ours_gthread", "ours_nostore", *FLOORS, "original", "mlflow"),
+    include: tuple[str, ...] = ("ours", "ours_gthread", "ours_nostore", *FLOORS, *ORIGINALS, "mlflow"),
     memory_requests: int = 0,
     tag: str = "",
 ) -> list[dict[str, Any]]:
@@ -199,8 +202,9 @@ def run(
                 # Threaded workers keep Nginx's upstream connections open, which saves a connect per request.
                 variants[f"floor_{kind}_gthread"] = stack.start_floor(kind, workers=workers, threads=GTHREADS,
                                                                       name=f"floor_{kind}_gthread")
-        if "original" in include:
-            variants["original"] = stack.start_original(version, workers=workers)
+        for kind in ("faithful", "light"):
+            if f"original_{kind}" in include:
+                variants[f"original_{kind}"] = stack.start_original(version, kind=kind, workers=workers)
         if "mlflow" in include:
             variants["mlflow"] = stack.start_mlflow_serve(version, workers=1)
         config = {"workers": workers, "threads": threads, "run_seconds": seconds, "runs": runs, "tag": tag}

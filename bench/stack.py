@@ -4,7 +4,9 @@ Variants, all serving the same registered ElasticNet, all behind the same Nginx 
 template: HTTP/1.1 with an upstream keepalive pool) so the proxy costs the same for each:
 
 - ``ours``: the serving service (``serving.app:create_app()``) under Gunicorn with the service's config;
-- ``original``: :mod:`bench.original_app`, the original template's pyfunc + pandas path, Gunicorn sync workers;
+- ``original_faithful``: :func:`bench.original_apps.faithful_app`, the original template's /predictDummy/ as
+  written (two predictions, an INFO log line to a rotating file and Prometheus metrics per request);
+- ``original_light``: :func:`bench.original_apps.light_app`, one predict, no logging, no metrics;
 - ``mlflow``: ``mlflow models serve --env-manager local`` (uvicorn/FastAPI, one worker).
 """
 
@@ -209,16 +211,19 @@ class BenchStack:
         self.variants[name] = variant
         return variant
 
-    def start_original(self, version: str, *, workers: int = 2, name: str = "original") -> Variant:
-        """The original template's path, Gunicorn sync workers (its defaults), behind Nginx."""
+    def start_original(self, version: str, *, kind: str = "faithful", workers: int = 2) -> Variant:
+        """The original template's path (``faithful`` or ``light``, see bench.original_apps), Gunicorn sync
+        workers (its defaults), behind Nginx."""
         assert self.mlflow is not None
+        name = f"original_{kind}"
         env = {
             "MLFLOW_TRACKING_URI": self.mlflow.uri,
             "MODEL_URI": f"models:/{MODEL_NAME}/{version}",
             "PYTHONPATH": f"{REPO_ROOT}:{os.environ.get('PYTHONPATH', '')}",
+            "ORIGINAL_LOG_FILE": str(self.workdir / name / "logs" / "info.log"),
             **self.mlflow.client_env("serving"),
         }
-        app = GunicornApp(name, "bench.original_app:create_app()", env=env, workdir=self.workdir / name,
+        app = GunicornApp(name, f"bench.original_apps:{kind}_app()", env=env, workdir=self.workdir / name,
                           workers=workers)
         return self._variant(name, app, one_row_path="/predictDummy/", batch_path=None)
 
