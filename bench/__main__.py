@@ -11,7 +11,7 @@ from bench.common import REPO_ROOT, append_result, loadavg, machine, wait_for_qu
 
 log = logging.getLogger("bench")
 
-ALL = ("serving", "storage", "memory", "reload", "shutdown", "ingest", "training", "profile", "tracing")
+ALL = ("serving", "openloop", "storage", "memory", "reload", "shutdown", "ingest", "training", "profile", "tracing")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -22,6 +22,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of one load run (default 20)")
     parser.add_argument("--runs", type=int, default=3,
                         help="runs per variant and scenario, serving and ingest (default 3)")
+    parser.add_argument("--scenarios", nargs="+", default=["one_row", "batch_1000"],
+                        choices=["one_row", "batch_1000"], help="serving payloads (default both)")
+    parser.add_argument("--rates", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9],
+                        help="openloop: arrival rates as shares of each variant's measured maximum")
     parser.add_argument("--threads", type=int, default=None,
                         help="GUNICORN_THREADS of our serving (default: what its gunicorn.conf.py sets)")
     parser.add_argument("--memory-requests", type=int, default=100_000,
@@ -54,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if what == "serving":
             from bench import serving_bench
 
-            records = serving_bench.run(seconds=args.seconds, runs=args.runs, threads=threads, tag=args.tag)
+            records = serving_bench.run(seconds=args.seconds, runs=args.runs, threads=threads,
+                                        scenarios=tuple(args.scenarios), tag=args.tag)
             for key, figures in sorted(serving_bench.summarize(records).items()):
                 print(key, json.dumps(figures))
         elif what == "storage":
@@ -93,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(tracing_bench.run(seconds=args.seconds, runs=args.runs, threads=threads, tag=args.tag),
                              indent=1))
+        elif what == "openloop":
+            from bench import openloop_bench
+
+            print(json.dumps(openloop_bench.run(seconds=args.seconds, runs=args.runs, shares=tuple(args.rates),
+                                                threads=threads, tag=args.tag), indent=1))
         elif what == "soak":
             from bench import soak
 

@@ -14,6 +14,9 @@ from bench.common import BENCH_DIR, RESULTS_DIR, median, read_results
 
 README = BENCH_DIR / "README.md"
 PLOT = RESULTS_DIR / "serving.png"
+OPENLOOP_PLOT = RESULTS_DIR / "openloop.png"
+# The serving ratios: against the original as its users run it, its lighter reproduction and mlflow serve.
+BASELINES = {"original_faithful": "vs_faithful", "original_light": "vs_light", "mlflow": "vs_mlflow"}
 
 LABELS = {
     "ours": "ours (serving, sync workers, storage on)",
@@ -23,7 +26,8 @@ LABELS = {
     "floor_wsgi": "floor: bare WSGI, no framework",
     "floor_flask_gthread": "floor: Flask, GUNICORN_THREADS=4",
     "floor_wsgi_gthread": "floor: bare WSGI, GUNICORN_THREADS=4",
-    "original": "original /predictDummy/ (pyfunc + pandas)",
+    "original_faithful": "original /predictDummy/ as written (2 predicts, INFO log to file, metrics)",
+    "original_light": "original, light (one predict, no logging, no metrics)",
     "mlflow": "mlflow models serve (uvicorn, 1 worker)",
 }
 ORDER = list(LABELS)
@@ -54,7 +58,7 @@ def _table(header: list[str], rows: Iterable[list[Any]]) -> str:
 
 
 def serving_summary(records: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Medians per (variant, scenario, clients), with per-run ratios against the original and mlflow serve."""
+    """Medians per (variant, scenario, clients), with per-run ratios against each of BASELINES."""
     runs = [r for r in records if r.get("bench") == "serving"]
     by_key: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in runs:
@@ -63,7 +67,7 @@ def serving_summary(records: list[dict[str, Any]]) -> dict[tuple[str, str, int],
     for key, items in by_key.items():
         _variant, scenario, clients = key
         ratios = {}
-        for other in ("original", "mlflow"):
+        for other in BASELINES:
             per_run = []
             for item in items:
                 twin = next((o for o in by_key.get((other, scenario, clients), []) if o["run"] == item["run"]), None)
@@ -83,7 +87,7 @@ def serving_summary(records: list[dict[str, Any]]) -> dict[tuple[str, str, int],
             "stored_share": _stored_share(items),
             "db_cpu_incl": median(1000 * r["ferretdb_cpu_s_incl_settle"] / r["requests"] for r in items)
             if all("ferretdb_cpu_s_incl_settle" in r and r["requests"] for r in items) else None,
-            "vs_original": ratios["original"], "vs_mlflow": ratios["mlflow"],
+            **{field: ratios[other] for other, field in BASELINES.items()},
         }
     return out
 
@@ -156,7 +160,10 @@ def _machine(records: list[dict[str, Any]]) -> list[str]:
                    None)
         lines.append(f"- session {s['session']}: `python -m bench {' '.join(s['argv'])}`, load average "
                      f"{s['load_start']} at start{'' if s['quiet'] else ' (did not drop below the limit in time)'}"
-                     + (f", {end['load_end']} at end" if end else ", stopped before its end (partial figures)"))
+                     + (f", {end['load_end']} at end" if end else ", stopped before its end (partial figures)")
+                     # A load average above the core count means other work shared the cores with the run.
+                     + (" (a shared machine: other work ran meanwhile)"
+                        if max(s["load_start"], end["load_end"] if end else 0) > m["cores"] else ""))
     return lines
 
 
@@ -166,8 +173,11 @@ def render(path: Path = README) -> Path:
     serving_runs = _latest(records, "serving")
     summary = serving_summary(serving_runs)
     plot(summary)
+    openloop = _latest(records, "openloop")
+    plot_openloop(openloop)
     out = [HEADER, "## Machine and sessions", "", *_machine(records), ""]
     out += _serving_section(summary, serving_runs, records)
+    out += _openloop_section(openloop, _latest(records, "openloop-max"), records)
     out += _targets_section(summary, records)
     out += _storage_section(_latest(records, "storage-layout"))
     out += _reload_section(_latest(records, "reload"))
@@ -199,20 +209,20 @@ def _serving_section(summary: dict, runs: list[dict[str, Any]], records: list[di
                 rows.append([scenario.replace("_", " "), str(clients), LABELS[variant], s["rps"], s["rows_per_s"],
                              s["p50_ms"], s["p99_ms"], s["errors"], f"{share:.1%}" if share is not None else "-",
                              f"{s['app_cpu']:.3f}", f"{s['nginx_cpu']:.3f}", f"{db_cpu:.3f}",
-                             f"{s['vs_original']:.2f}x" if s["vs_original"] else "-",
-                             f"{s['vs_mlflow']:.2f}x" if s["vs_mlflow"] else "-"])
+                             *(f"{s[field]:.2f}x" if s[field] else "-" for field in BASELINES.values())])
     storage = _latest(records, "storage")
     lines = ["## 1. Serving through Nginx", "",
              f"{first['runs']} runs of {first['run_seconds']:g} s per line (medians; ratios are medians of per-run "
              "ratios, each against the same run of the other variant), wrk with 1 or 8 keep-alive connections to "
-             "each variant's Nginx, 2 Gunicorn workers for ours, the original and the floors, 1 uvicorn worker "
+             "each variant's Nginx, 2 Gunicorn workers for ours, both originals and the floors, 1 uvicorn worker "
              "for mlflow serve. CPU is utime+stime in seconds per 1,000 requests of the app's process tree, of "
              "Nginx and of FerretDB (which stores our predictions; counted until it is idle again after the run, "
              "so the backlog a run leaves is included). \"stored\" is the share of answered rows the writer "
              "stored (`serving_predictions_stored_total`); the rest were dropped by the bounded buffer "
              "(`serving_predictions_dropped_total`) because FerretDB could not insert them as fast.", "",
              _table(["payload", "clients", "variant", "req/s", "rows/s", "p50 ms", "p99 ms", "errors", "stored",
-                     "app CPU s/1k req", "Nginx CPU s/1k", "FerretDB CPU s/1k", "x original", "x mlflow serve"], rows),
+                     "app CPU s/1k req", "Nginx CPU s/1k", "FerretDB CPU s/1k", "x faithful original",
+                     "x light original", "x mlflow serve"], rows),
              "", "![throughput and latency per variant](results/serving.png)", ""]
     one_row = _one_row_storage_check(records)
     if one_row:
@@ -248,15 +258,17 @@ def _targets_section(summary: dict, records: list[dict[str, Any]]) -> list[str]:
         return f"{x:.2f}x" if isinstance(x, float) else "-"
 
     rows = []
-    vo = get("ours", "one_row", 8, "vs_original")
-    floor_flask = get("floor_flask", "one_row", 8, "vs_original")
-    floor_flask_g = get("floor_flask_gthread", "one_row", 8, "vs_original")
-    floor_wsgi = get("floor_wsgi", "one_row", 8, "vs_original")
-    floor_wsgi_g = get("floor_wsgi_gthread", "one_row", 8, "vs_original")
-    gthread = get("ours_gthread", "one_row", 8, "vs_original")
-    rows.append(row("one row, 8 clients: ≥ 7x the original (same worker count)", ratio(vo),
+    vo = get("ours", "one_row", 8, "vs_faithful")
+    floor_flask = get("floor_flask", "one_row", 8, "vs_faithful")
+    floor_flask_g = get("floor_flask_gthread", "one_row", 8, "vs_faithful")
+    floor_wsgi = get("floor_wsgi", "one_row", 8, "vs_faithful")
+    floor_wsgi_g = get("floor_wsgi_gthread", "one_row", 8, "vs_faithful")
+    gthread = get("ours_gthread", "one_row", 8, "vs_faithful")
+    rows.append(row("one row, 8 clients: ≥ 7x the faithful original (same worker count)", ratio(vo),
                     vo >= 7 if vo else None,
-                    f"threaded workers {ratio(gthread)}; ceiling for a Flask service on this machine: a Flask "
+                    f"against the light original (one predict, no logging, no metrics) "
+                    f"{ratio(get('ours', 'one_row', 8, 'vs_light'))}; threaded workers {ratio(gthread)}; "
+                    "ceiling for a Flask service on this machine: a Flask "
                     f"handler doing no work {ratio(floor_flask)} (threaded {ratio(floor_flask_g)}); without Flask, "
                     f"a bare WSGI app {ratio(floor_wsgi)} (threaded {ratio(floor_wsgi_g)}); see Findings"))
     vm = get("ours", "one_row", 8, "vs_mlflow")
@@ -505,6 +517,7 @@ be quiet, runs every benchmark, renders this file and the plot):
 ```bash
 bench/run.sh                         # = make bench; defaults: 20 s runs, 3 runs, 100k/1M training rows
 bench/run.sh serving --seconds 5 --runs 1   # one part, shorter (figures are appended, the latest shown)
+bench/run.sh openloop --seconds 5 --runs 1  # open-loop latency; builds oha (crates.io, pinned) on first use
 ```
 
 Everything runs on this machine: real FerretDB, S3 (versitygw), MLflow tracking server, Gunicorn, Nginx and
@@ -514,15 +527,18 @@ compare; absolute figures move with the machine's other load (recorded below).""
 
 FOOTER = """## Findings
 
-- **One-row serving is bounded by Flask's request machinery, not by our handler.** On this machine and these
-  library versions the original path (pyfunc + a pandas DataFrame per request) costs about 1.6-2.1 ms of CPU
-  per request and answers about 1,000 req/s with 2 workers, some 5x the issue's 200 req/s, so the ratio is taken
-  against a much faster baseline than the target assumed. A Flask handler that does nothing but parse the JSON
+- **One-row serving is bounded by Flask's request machinery, not by our handler.** Two baselines reproduce the
+  original's `/predictDummy/` (`bench/original_apps.py`): the faithful one is the path its users run (two
+  pyfunc predictions on a pandas DataFrame per request, an INFO line to a rotating file, its Prometheus
+  middleware); the light one keeps only one prediction. The arithmetic below was worked out against the light
+  one (in sessions before 20261206 the only baseline, then called "original"): on this machine it costs about
+  1.6-2.1 ms of CPU per request and answers about 1,000 req/s with 2 workers when the machine is quiet. A
+  Flask handler that does nothing but parse the JSON
   and answer a constant, under the same Gunicorn and Nginx, reaches the "floor: Flask" lines, with sync or
-  threaded workers: that bounds any Flask handler here, and it stays well below 7x the original. Without
+  threaded workers: that bounds any Flask handler here, and it stays well below 7x the light original. Without
   Flask, a bare WSGI app under threaded workers (which keep Nginx's upstream connections open, saving a
   connect per request) passes 7x, so Gunicorn and Nginx alone are not the limit. The arithmetic, from the CPU
-  columns: at 7x the original the two cores have about 0.26 ms per request for wrk, Nginx and the app
+  columns: at 7x the light original the two cores have about 0.26 ms per request for wrk, Nginx and the app
   together; Nginx takes about 0.05 ms of it with kept-alive upstreams, wrk a few hundredths, and Gunicorn's
   own machinery (the bare WSGI app's CPU) about 0.15 ms. That leaves a few hundredths of a millisecond for
   everything else, while Flask alone costs about 0.1 ms more (the Flask floor's CPU) and our own work on top of
@@ -580,3 +596,78 @@ def _tracing_section(summaries: list[dict[str, Any]]) -> list[str]:
             _table(["variant", "req/s", "p50 ms", "p99 ms", "errors", "app CPU s/1k req", "load at each run"], rows),
             "", f"Throughput with tracing on: {s['throughput_ratio']:.2f}x tracing off (median of per-run ratios).",
             ""]
+
+
+def openloop_summary(runs: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, Any]]:
+    """Medians per (variant, share of its maximum) of the open-loop runs."""
+    by_key: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in runs:
+        by_key.setdefault((r["variant"], r["share"]), []).append(r)
+    return {key: {"rate": median(r["rate"] for r in items),
+                  "achieved_rps": median(r["achieved_rps"] for r in items),
+                  **{f: median(r[f] for r in items if r[f] is not None) for f in ("p50_ms", "p99_ms", "p999_ms")},
+                  "errors": sum(r["errors"] for r in items), "requests": sum(r["requests"] for r in items),
+                  "runs": len(items)}
+            for key, items in by_key.items()}
+
+
+def plot_openloop(runs: list[dict[str, Any]], path: Path = OPENLOOP_PLOT) -> Path | None:
+    """p50, p99 and p99.9 against the offered rate, one line colour per variant (log latency)."""
+    if not runs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = openloop_summary(runs)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    variants = [v for v in ORDER if any(k[0] == v for k in summary)]
+    for i, variant in enumerate(variants):
+        keys = sorted((k for k in summary if k[0] == variant), key=lambda k: k[1])
+        rates = [summary[k]["rate"] for k in keys]
+        for field, style in (("p50_ms", ":"), ("p99_ms", "-"), ("p999_ms", "--")):
+            ax.plot(rates, [summary[k][field] for k in keys], style, marker="o", color=plt.cm.tab10(i),
+                    label=f"{LABELS[variant]}, {field.removesuffix('_ms').replace('p999', 'p99.9')}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate, requests/s (25/50/75/90% of each variant's maximum)")
+    ax.set_ylabel("latency ms (corrected for coordinated omission)")
+    ax.set_title("one-row predictions, open loop (oha -q)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _openloop_section(runs: list[dict[str, Any]], maxima: list[dict[str, Any]],
+                      records: list[dict[str, Any]]) -> list[str]:
+    title = "## Open-loop latency: one-row predictions at a constant arrival rate"
+    if not runs:
+        return [title, "", "(not run yet: `bench/run.sh openloop`)", ""]
+    summary = openloop_summary(runs)
+    first = runs[0]
+    session = next((r for r in records if r.get("bench") == "session" and r.get("session") == first["session"]), None)
+    rows = [[LABELS[v], f"{100 * share:.0f}%", s["rate"], s["achieved_rps"], s["p50_ms"], s["p99_ms"], s["p999_ms"],
+             s["errors"], s["requests"]]
+            for v in ORDER for share in sorted({k[1] for k in summary}) if (s := summary.get((v, share)))]
+    max_text = "; ".join(f"{LABELS[m['variant']]} {m['rps']:,.1f} req/s" for m in maxima)
+    loads = [r["load_start"] for r in runs]
+    lines = [title, "",
+             f"Session {first['session']} ({first['time'][:16].replace('T', ' ')} UTC)"
+             + (f", `python -m bench {' '.join(session['argv'])}`" if session else "")
+             + f": each variant's maximum measured first with wrk ({maxima[0]['clients'] if maxima else 8} "
+             f"keep-alive connections, closed loop, {first['run_seconds']:g} s: {max_text}), then oha (built from "
+             f"crates.io by `bench/tools.sh oha`) sending one-row requests through Nginx at fixed shares of it "
+             f"for {first['run_seconds']:g} s per point, {first['runs']} run(s), up to {first['connections']} "
+             "connections, `-q RATE --latency-correction`: each request's latency counts from the time it was "
+             "due, so queueing behind a slow answer shows (wrk's closed loop hides it). Same Gunicorn worker "
+             f"count as benchmark 1 ({first['workers']} for ours and the original, 1 uvicorn worker for mlflow "
+             f"serve). Load average at the start of the points: {min(loads):.1f} to {max(loads):.1f}.", "",
+             _table(["variant", "share of max", "offered req/s", "achieved req/s", "p50 ms", "p99 ms", "p99.9 ms",
+                     "errors", "requests"], rows),
+             "", "![latency vs offered rate](results/openloop.png)", ""]
+    return lines
