@@ -164,6 +164,8 @@ def _machine(records: list[dict[str, Any]]) -> list[str]:
                      # A load average above the core count means other work shared the cores with the run.
                      + (" (a shared machine: other work ran meanwhile)"
                         if max(s["load_start"], end["load_end"] if end else 0) > m["cores"] else ""))
+        # Notes recorded by hand about a session (`{"bench": "note", "about": <session>, "text": ...}`).
+        lines += [f"  - {r['text']}" for r in records if r.get("bench") == "note" and r.get("about") == s["session"]]
     return lines
 
 
@@ -621,7 +623,7 @@ def plot_openloop(runs: list[dict[str, Any]], path: Path = OPENLOOP_PLOT) -> Pat
     import matplotlib.pyplot as plt
 
     summary = openloop_summary(runs)
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(10, 7))
     variants = [v for v in ORDER if any(k[0] == v for k in summary)]
     for i, variant in enumerate(variants):
         keys = sorted((k for k in summary if k[0] == variant), key=lambda k: k[1])
@@ -635,8 +637,8 @@ def plot_openloop(runs: list[dict[str, Any]], path: Path = OPENLOOP_PLOT) -> Pat
     ax.set_ylabel("latency ms (corrected for coordinated omission)")
     ax.set_title("one-row predictions, open loop (oha -q)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7)
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
