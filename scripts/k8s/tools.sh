@@ -3,7 +3,8 @@
 #
 #   scripts/k8s/tools.sh          Helm (the chart tests): build it when missing or of another version, print its path
 #   scripts/k8s/tools.sh cluster  Helm, the Kubernetes components (one multi-call `kube` binary from k8s.io/kubernetes,
-#                                 linked as kube-apiserver, kubelet, kubectl...) and CoreDNS, for scripts/k8s/cluster.sh;
+#                                 linked as kube-apiserver, kubelet, kubectl...), CoreDNS and a Prometheus with
+#                                 Kubernetes discovery (prometheus-k8s), for scripts/k8s/cluster.sh and its test;
 #                                 prints the bin directory
 #
 # Not part of scripts/install.sh: only the Kubernetes tests need Helm, and they call this script themselves (as the
@@ -46,7 +47,10 @@ helm_ok() {
 }
 
 install_helm() {
+    helm_ok && return
+    build_lock helm
     if helm_ok; then
+        build_unlock
         return
     fi
     setup_go
@@ -62,6 +66,7 @@ install_helm() {
     printf '%s' "$HELM_LDFLAGS" >"$HELM_STAMP"
     helm_ok || { log "built helm does not report $HELM_VERSION"; exit 1; }
     log "helm $HELM_VERSION built in $((SECONDS - began)) s"
+    build_unlock
 }
 
 # The cluster's components: Kubernetes 1.34 is the newest that still runs on cgroup v1 without opting in (these
@@ -75,9 +80,18 @@ kube_stamp() {  # what the kube binary is built from: the version and our main.g
     printf '%s %s' "$KUBE_VERSION" "$(sha256sum <"$KUBE_SRC/main.go" | cut -c1-16)"
 }
 
+kube_ok() {
+    [ -x "$BIN/kube" ] && [ -f "$BIN/.kube-build" ] && [ "$(cat "$BIN/.kube-build")" = "$(kube_stamp)" ]
+}
+
 install_kube() {
-    local stamp="$BIN/.kube-build"
-    if [ -x "$BIN/kube" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(kube_stamp)" ]; then
+    if kube_ok; then
+        link_kube
+        return
+    fi
+    build_lock kube
+    if kube_ok; then
+        build_unlock
         link_kube
         return
     fi
@@ -108,11 +122,12 @@ install_kube() {
     (cd "$WORK" && go build -trimpath -ldflags "$ldflags" -o "$WORK/kube" .)
     mkdir -p "$BIN"
     mv -f "$WORK/kube" "$BIN/kube"
-    kube_stamp >"$stamp"
+    kube_stamp >"$BIN/.kube-build"
     link_kube
     "$BIN/kubectl" version --client 2>/dev/null | grep -q "$KUBE_VERSION" \
         || { log "built kube does not report $KUBE_VERSION"; exit 1; }
     log "Kubernetes components $KUBE_VERSION built in $((SECONDS - began)) s"
+    build_unlock
 }
 
 link_kube() {
@@ -122,11 +137,19 @@ link_kube() {
     done
 }
 
-install_coredns() {
+coredns_ok() {
     local out
-    if [ -x "$BIN/coredns" ]; then
-        out="$("$BIN/coredns" -version 2>/dev/null || true)"
-        [[ "$out" == *"CoreDNS-${COREDNS_VERSION#v}"* ]] && return
+    [ -x "$BIN/coredns" ] || return 1
+    out="$("$BIN/coredns" -version 2>/dev/null || true)"
+    [[ "$out" == *"CoreDNS-${COREDNS_VERSION#v}"* ]]
+}
+
+install_coredns() {
+    coredns_ok && return
+    build_lock coredns
+    if coredns_ok; then
+        build_unlock
+        return
     fi
     setup_go
     local began=$SECONDS
@@ -136,6 +159,42 @@ install_coredns() {
     mkdir -p "$BIN"
     mv -f "$WORK/bin/coredns" "$BIN/coredns"
     log "CoreDNS $COREDNS_VERSION built in $((SECONDS - began)) s"
+    build_unlock
+}
+
+# Prometheus with its Kubernetes service discovery, for the cluster test's check of the chart's scrape jobs
+# (monitoring/prometheus/kubernetes.yml): Debian's prometheus is built without it. Only that discovery is linked
+# in (Prometheus' own build tags), the version of the compose stack's prom/prometheus:v3.4.0.
+PROMETHEUS_MODULE="github.com/prometheus/prometheus@v0.304.2"
+PROMETHEUS_VERSION="3.4.2"
+
+prometheus_ok() {
+    local out
+    [ -x "$BIN/prometheus-k8s" ] || return 1
+    out="$("$BIN/prometheus-k8s" --version 2>/dev/null || true)"
+    [[ "$out" == *"version $PROMETHEUS_VERSION"* ]]
+}
+
+install_prometheus() {
+    prometheus_ok && return
+    build_lock prometheus-k8s
+    if prometheus_ok; then
+        build_unlock
+        return
+    fi
+    setup_go
+    local began=$SECONDS
+    log "building Prometheus $PROMETHEUS_VERSION with Kubernetes discovery (module source through the proxy)"
+    new_work
+    # Its go.mod has a replace directive, which `go install module@version` refuses: build it as the main module.
+    go_module_source "$PROMETHEUS_MODULE" "$WORK"
+    (cd "$WORK" && go build -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+        -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+        -o "$WORK/prometheus-k8s" ./cmd/prometheus)
+    mkdir -p "$BIN"
+    mv -f "$WORK/prometheus-k8s" "$BIN/prometheus-k8s"
+    log "Prometheus $PROMETHEUS_VERSION (Kubernetes discovery) built in $((SECONDS - began)) s"
+    build_unlock
 }
 
 main() {
@@ -148,6 +207,7 @@ main() {
             install_helm
             install_kube
             install_coredns
+            install_prometheus
             echo "$BIN"
             ;;
         *)

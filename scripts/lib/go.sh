@@ -79,3 +79,21 @@ go_module_source() {  # go_module_source MODULE@VERSION DIR
     cp -R "$src/." "$2/"
     chmod -R u+w "$2"
 }
+
+# One build of a tool at a time across processes: scripts/test.sh starts the slow builds in the background while
+# the tests run, and a test that needs a tool runs its build script, which then waits for that build instead of
+# starting a second one. Callers check "already built?" again once they hold the lock.
+BUILD_LOCK_FD=""
+build_lock() {  # build_lock NAME: wait for the lock of one tool's build (.tools/.build-NAME.lock) and hold it
+    mkdir -p "$REPO/.tools"
+    exec {BUILD_LOCK_FD}>"$REPO/.tools/.build-$1.lock"
+    if ! flock -n "$BUILD_LOCK_FD"; then
+        log "waiting for the $1 build already running (another process holds .tools/.build-$1.lock)"
+        flock "$BUILD_LOCK_FD"
+    fi
+}
+
+build_unlock() {
+    [ -z "$BUILD_LOCK_FD" ] || exec {BUILD_LOCK_FD}>&-
+    BUILD_LOCK_FD=""
+}

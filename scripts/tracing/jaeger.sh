@@ -32,7 +32,10 @@ jaeger_ok() {
 }
 
 install_jaeger() {
+    jaeger_ok && return
+    build_lock jaeger
     if jaeger_ok; then
+        build_unlock
         return
     fi
     setup_go
@@ -49,6 +52,7 @@ install_jaeger() {
     mv -f "$BIN/jaeger.new" "$BIN/jaeger"
     jaeger_ok || { log "built jaeger does not report $JAEGER_VERSION"; exit 1; }
     log "jaeger $JAEGER_VERSION built in $((SECONDS - began)) s"
+    build_unlock
 }
 
 main() {

@@ -1,12 +1,15 @@
 """The Helm chart on a real one-node Kubernetes cluster (issue #13): installed, scaled, faulted, uninstalled.
 
-`scripts/k8s/cluster.sh up` starts the cluster (etcd and containerd from Debian; the Kubernetes components and
-CoreDNS built from the Go module proxy by scripts/k8s/tools.sh), our images and the stand-ins are copied in from
-the project's Docker engine (the same builds as the compose test), and `helm install` puts the chart in a namespace
+`scripts/k8s/cluster.sh up` starts the cluster (etcd and containerd from Debian; the Kubernetes components,
+CoreDNS and a Prometheus with Kubernetes discovery built from the Go module proxy by scripts/k8s/tools.sh), our
+images and the stand-ins are copied in from the project's Docker engine (the same builds as the compose test in
+tests/containers; the engine fixtures live in tests/conftest.py), and `helm install` puts the chart in a namespace
 of its own with every trial dependency on and the replica counts of values.yaml: serving 3, ETL 2, training 2.
 Then, from the database and through the Services and pod addresses:
 
 - every pod is Ready and the rendered chart passes the API server's own validation (`--dry-run=server`);
+- Prometheus, given the scrape jobs users add for the chart (monitoring/prometheus/kubernetes.yml), finds every
+  app pod through the API by its annotations, one target per pod under the rules' job names;
 - each scheduled ETL fire runs once across the two ETL pods, runs never overlap;
 - the closed loop: an ETL run stores rows and predictions; every serving pod predicts; a training run on
   ingested rows promotes a new champion and every serving pod's every worker serves it within the stated bound;
@@ -43,6 +46,7 @@ import yaml
 from devstack.containers import REPO, reason, run
 from devstack.invariants import Report, check_rows, running_runs
 from devstack.polling import run_job_to_end, wait_until
+from devstack.ports import free_port
 from devstack.stack import worker_model_versions
 from mlstack_core.data.generator import FEATURES, generate_frame
 
@@ -51,6 +55,9 @@ pytestmark = [pytest.mark.containers, pytest.mark.cluster]
 CLUSTER_SH = REPO / "scripts" / "k8s" / "cluster.sh"
 CHART = REPO / "deploy" / "helm" / "mlstack"
 CLUSTER_VALUES = Path(__file__).with_name("values-cluster.yaml")
+KUBERNETES_SCRAPE = REPO / "monitoring" / "prometheus" / "kubernetes.yml"
+# Built by scripts/k8s/tools.sh cluster (cluster.sh up): Debian's prometheus has no Kubernetes discovery.
+PROMETHEUS_K8S = REPO / ".tools" / "bin" / "prometheus-k8s"
 NAMESPACE = "mlstack-ci"
 RELEASE = "mls"
 REPLICAS = {"serving": 3, "etl": 2, "training": 2}
@@ -288,6 +295,42 @@ def test_rendered_chart_passes_the_api_servers_validation(
     assert result.returncode == 0, result.stderr
     kinds = Counter(doc["kind"] for doc in yaml.safe_load_all(rendered) if doc)
     assert kinds["Deployment"] == 7 and kinds["NetworkPolicy"] >= 3 and kinds["HorizontalPodAutoscaler"] == 1, kinds
+
+
+@pytest.mark.timeout(300)
+def test_prometheus_finds_every_app_pod_by_its_annotations(
+    kube: Kube, release: dict[str, Any], tmp_path: Path
+) -> None:
+    # The users' scrape job, plus what a Prometheus outside the cluster needs: the API's address and credentials.
+    kubeconfig = yaml.safe_load(Path(kube.env["KUBECONFIG"]).read_text())
+    cluster, user = kubeconfig["clusters"][0]["cluster"], kubeconfig["users"][0]["user"]
+    job = yaml.safe_load(KUBERNETES_SCRAPE.read_text())["scrape_configs"][0]
+    job["scrape_interval"] = "2s"
+    job["kubernetes_sd_configs"][0].update(
+        api_server=cluster["server"], namespaces={"names": [NAMESPACE]},
+        tls_config={"ca_file": cluster["certificate-authority"], "cert_file": user["client-certificate"],
+                    "key_file": user["client-key"]},
+    )
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "2s"}, "scrape_configs": [job]}))
+    port = free_port()
+    with (tmp_path / "prometheus.log").open("w") as log_file:
+        prometheus = subprocess.Popen(
+            [PROMETHEUS_K8S, f"--config.file={config}",
+             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    try:
+        def up_targets() -> Counter[str] | None:
+            body = requests.get(f"http://127.0.0.1:{port}/api/v1/targets?state=active", timeout=5).json()
+            up = Counter(t["labels"]["job"] for t in body["data"]["activeTargets"] if t["health"] == "up")
+            return up if up == Counter(REPLICAS) else None
+
+        found = wait_until(up_targets, 120, f"one up target per app pod ({REPLICAS})", interval=1)
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)
+    print(f"Prometheus found and scraped {dict(found)} app pods by their annotations")
 
 
 @pytest.mark.timeout(600)
