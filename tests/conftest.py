@@ -123,7 +123,7 @@ def stack_env() -> dict[str, str]:
     values = {name: secrets.token_urlsafe(24) for name in REQUIRED_SECRETS}
     ports = set()
     names = ("SERVING_PORT", "ETL_PORT", "TRAINING_PORT", "MLFLOW_PORT", "MINIO_PORT", "MINIO_CONSOLE_PORT",
-             "PROMETHEUS_PORT", "ALERTMANAGER_PORT", "GRAFANA_PORT")
+             "PROMETHEUS_PORT", "ALERTMANAGER_PORT", "GRAFANA_PORT", "JAEGER_PORT")
     while len(ports) < len(names):
         ports.add(free_port())
     values.update({name: str(port) for name, port in zip(names, sorted(ports), strict=True)})
@@ -136,6 +136,10 @@ def stack_env() -> dict[str, str]:
         # Alertmanager needs a receiver; nothing listens there (the alert path is tested natively). Random, as
         # the secret it stands for: the image scan looks for it.
         ALERT_WEBHOOK_URL=f"http://127.0.0.1:9/alerts/{secrets.token_urlsafe(12)}",
+        # Traces on, as README's Traces section turns them on: Jaeger (profile "tracing") comes up with the stack
+        # and the apps export to it over the compose network.
+        COMPOSE_PROFILES="tracing",
+        OTEL_TRACES_ENABLED="true",
     )
     return values
 

@@ -9,7 +9,8 @@
 # what it is made from (its folder under standins/, the binaries copied in, the image it is built on), so a
 # re-run skips what exists and rebuilds only what changed. See standins/README.md for what each one honours.
 # Needs root (debootstrap) and, for mongo/minio, the FerretDB and versitygw binaries that scripts/install.sh
-# builds into .tools/bin (or FERRETDB_BIN / VERSITYGW_BIN).
+# builds into .tools/bin (or FERRETDB_BIN / VERSITYGW_BIN); for jaeger, the binary scripts/tracing/jaeger.sh
+# builds (run here: instant once built, minutes the first time) or JAEGER_BIN.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,10 +26,12 @@ ALERTMANAGER_TAG="prom/alertmanager:v0.28.1"
 MONGO_TAG="mongo:7.0"
 MINIO_TAG="minio/minio:RELEASE.2025-04-22T22-12-26Z"
 POSTGRES_TAG="postgres:16.9"
+JAEGER_TAG="jaegertracing/jaeger:2.12.0"
 SUITE="bookworm"
 
 FERRETDB_BIN="${FERRETDB_BIN:-$REPO/.tools/bin/ferretdb}"
 VERSITYGW_BIN="${VERSITYGW_BIN:-$REPO/.tools/bin/versitygw}"
+JAEGER_BIN="${JAEGER_BIN:-}"
 BUILD_TIMEOUT="${MLSTACK_STANDIN_BUILD_TIMEOUT:-900}"
 HASH_LABEL="org.mlstack.standin-hash"
 
@@ -37,7 +40,7 @@ die() { printf '[base-images] ERROR: %s\n' "$*" >&2; exit 1; }
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "$DEBIAN_TAG" "$PYTHON_TAG" "$NGINX_TAG" "$PROMETHEUS_TAG" "$ALERTMANAGER_TAG" "$MONGO_TAG" "$MINIO_TAG" \
-        "$POSTGRES_TAG"
+        "$POSTGRES_TAG" "$JAEGER_TAG"
     exit 0
 fi
 
@@ -113,7 +116,7 @@ build_standin() {
     shift 2
     extra+=("base $(image_id "$DEBIAN_TAG")")
     for file in "$@"; do
-        [ -f "$file" ] || die "$name stand-in needs $file (scripts/install.sh builds it into .tools/bin)"
+        [ -f "$file" ] || die "$name stand-in needs $file (scripts/install.sh or scripts/tracing/jaeger.sh builds it)"
         extra+=("$(basename "$file") $(sha256sum <"$file" | cut -d' ' -f1)")
     done
     hash="$(folder_hash "$STANDINS/$name" "${extra[@]}")"
@@ -147,6 +150,11 @@ main() {
     build_standin mongo "$MONGO_TAG" "$FERRETDB_BIN"
     build_standin minio "$MINIO_TAG" "$VERSITYGW_BIN"
     build_standin postgres "$POSTGRES_TAG"
+    # JAEGER_BIN is copied under its own name: the Dockerfile copies a file named jaeger (as mongo's, ferretdb).
+    if [ -z "$JAEGER_BIN" ]; then
+        JAEGER_BIN="$("$REPO/scripts/tracing/jaeger.sh" | tail -n 1)" || die "scripts/tracing/jaeger.sh failed"
+    fi
+    build_standin jaeger "$JAEGER_TAG" "$JAEGER_BIN"
     log "all stand-ins ready in $((SECONDS - started))s"
 }
 

@@ -42,7 +42,36 @@ def jaeger_binary(*, build: bool = True) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-class Jaeger(_Server):
+class JaegerQuery:
+    """Jaeger's HTTP query API at ``url`` (a Jaeger this module starts, or one in a container)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def services(self) -> list[str]:
+        """Service names that have sent spans."""
+        return _http_get(f"{self.url}/api/services", timeout=10).json().get("data") or []
+
+    def traces(self, service: str, *, limit: int = 20, lookback: str = "1h", **tags: str) -> list[dict[str, Any]]:
+        """Recent traces with a span of ``service`` (and the given span tags), each with all its spans."""
+        params = {"service": service, "limit": str(limit), "lookback": lookback}
+        if tags:
+            params["tags"] = json.dumps(tags)
+        response = _http_get(f"{self.url}/api/traces?{urlencode(params)}", timeout=10)
+        response.raise_for_status()
+        return response.json().get("data") or []
+
+    def trace(self, trace_id: str) -> dict[str, Any] | None:
+        """One trace by id with all its spans, None when Jaeger has none of it."""
+        response = _http_get(f"{self.url}/api/traces/{trace_id}", timeout=10)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        data = response.json().get("data") or []
+        return data[0] if data else None
+
+
+class Jaeger(_Server, JaegerQuery):
     """Jaeger v2 with in-memory storage: OTLP/HTTP and OTLP/gRPC in, the HTTP query API out."""
 
     name = "jaeger"
@@ -115,30 +144,6 @@ class Jaeger(_Server):
     def _ready(self) -> bool:
         return _http_get(f"{self.url}/api/services").status_code == 200
 
-    # ------------------------------------------------------------------ query API
-
-    def services(self) -> list[str]:
-        """Service names that have sent spans."""
-        return _http_get(f"{self.url}/api/services", timeout=10).json().get("data") or []
-
-    def traces(self, service: str, *, limit: int = 20, lookback: str = "1h", **tags: str) -> list[dict[str, Any]]:
-        """Recent traces with a span of ``service`` (and the given span tags), each with all its spans."""
-        params = {"service": service, "limit": str(limit), "lookback": lookback}
-        if tags:
-            params["tags"] = json.dumps(tags)
-        response = _http_get(f"{self.url}/api/traces?{urlencode(params)}", timeout=10)
-        response.raise_for_status()
-        return response.json().get("data") or []
-
-    def trace(self, trace_id: str) -> dict[str, Any] | None:
-        """One trace by id with all its spans, None when Jaeger has none of it."""
-        response = _http_get(f"{self.url}/api/traces/{trace_id}", timeout=10)
-        if response.status_code == 404:
-            return None
-        response.raise_for_status()
-        data = response.json().get("data") or []
-        return data[0] if data else None
-
 
 def spans_by_service(trace: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """A query-API trace's spans grouped by the service that made them, each with its tags as a dict."""
@@ -151,7 +156,7 @@ def spans_by_service(trace: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def find_trace(jaeger: Jaeger, service: str, predicate: Callable[[dict[str, Any]], bool], timeout: float,
+def find_trace(jaeger: JaegerQuery, service: str, predicate: Callable[[dict[str, Any]], bool], timeout: float,
                **tags: str) -> dict[str, Any]:
     """The first trace of ``service`` (with these span tags) for which ``predicate(trace)`` holds, within timeout s."""
 

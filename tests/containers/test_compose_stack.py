@@ -6,8 +6,9 @@ reached here. Then: every compose file validates and keeps the house rules, the 
 Dockerfiles unchanged (twice: the rebuild measures the warm cache), they run as non-root and hold no secret,
 the build context holds no `.env`, the whole stack comes up healthy with `compose/ci.override.yml`, and the
 closed loop runs against the containers through the published Nginx ports: bootstrap champion, an ETL run
-predicted with that version, a manual training run, a serving reload; Prometheus scrapes every app. Then
-`down -v`.
+predicted with that version, a manual training run, a serving reload; Prometheus scrapes every app; Jaeger
+(profile "tracing", on in the test's .env) is healthy and holds the trace of a request to serving, exported over
+the compose network. Then `down -v`.
 
 Where the engine cannot be started here (a user without root, with no engine already running: dockerd needs
 root), every test that needs it is skipped with that reason; as root, an engine that does not start is a
@@ -47,6 +48,7 @@ from devstack.containers import (
     run,
     write_env_file,
 )
+from devstack.jaeger import JaegerQuery, spans_by_service
 from devstack.openapi_checks import check_live_contract
 from devstack.polling import run_job_to_end, wait_until
 
@@ -76,6 +78,8 @@ UP_WAIT_SECONDS = 420
 CHAMPION_TIMEOUT = 300
 TRAINING_RUN_TIMEOUT = 240
 TARGETS_TIMEOUT = 120
+# The apps' batch exporter sends every 5 s; Jaeger shows a trace as soon as it has stored a span of it.
+TRACE_TIMEOUT = 30
 # A test's fixture set-up counts towards its pytest-timeout: the first engine test may pay for everything.
 HEAVY_TEST_TIMEOUT = ENGINE_TIMEOUT + BASE_IMAGES_TIMEOUT + 2 * BUILD_TIMEOUT + UP_WAIT_SECONDS + 300
 
@@ -148,6 +152,7 @@ def running_stack(
             "training": f"http://127.0.0.1:{stack_env['TRAINING_PORT']}",
             "mlflow": f"http://127.0.0.1:{stack_env['MLFLOW_PORT']}",
             "prometheus": f"http://127.0.0.1:{stack_env['PROMETHEUS_PORT']}",
+            "jaeger": f"http://127.0.0.1:{stack_env['JAEGER_PORT']}",
             "admin": {"Authorization": f"Bearer {stack_env['ADMIN_TOKEN']}"},
             "env": stack_env,
         }
@@ -289,7 +294,8 @@ def test_each_folder_brings_what_it_needs(compose: Compose) -> None:
         "training-flask-scheduler": {"training", "training-nginx", "mongo", "mlflow", "postgres", "minio",
                                      "provision-users"},
         "model-management": {"mlflow", "postgres", "minio", "create-bucket", "provision-users"},
-        "monitoring": {"prometheus", "alertmanager", "alertmanager-config", "grafana"},
+        # jaeger: its profile "tracing" is on in the test's .env (COMPOSE_PROFILES).
+        "monitoring": {"prometheus", "alertmanager", "alertmanager-config", "grafana", "jaeger"},
     }
     for folder, wanted in needs.items():
         services = compose("config", "--services", what=f"config --services in {folder}", files=(), project=None,
@@ -362,7 +368,7 @@ def test_compose_model_keeps_house_rules(compose: Compose, stack_env: dict[str, 
     assert published["minio"] == [9000, 9001] and published["prometheus"] == [9090]
     assert published["alertmanager"] == [9093] and published["alertmanager-config"] == []
     assert services["alertmanager-config"]["network_mode"] == "none"
-    assert published["grafana"] == [3000]
+    assert published["grafana"] == [3000] and published["jaeger"] == [16686]
     assert published["mongo"] == [] and published["postgres"] == []
 
     for app in ("serving", "etl", "training"):
@@ -371,6 +377,7 @@ def test_compose_model_keeps_house_rules(compose: Compose, stack_env: dict[str, 
         assert env["HOSTDBEXT"] == "mongo" and env["PORTDBEXT"] == "27017"
         assert env["PASSWORDDBEXT"] == stack_env["MONGO_INITDB_ROOT_PASSWORD"]
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        assert env["OTEL_TRACES_ENABLED"] == "true" and env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
         assert "AWS_SECRET_ACCESS_KEY" not in env and "POSTGRES_PASSWORD" not in env
         assert services[f"{app}-nginx"]["environment"]["NGINX_UPSTREAM"] == f"{app}:8000"
     assert services["etl"]["environment"]["PREDICTAPI"] == "http://serving-nginx/predict"
@@ -480,7 +487,7 @@ def test_every_service_is_healthy_and_training_bootstraps_a_champion(
               .stdout.splitlines() if line.strip()]
     by_service = {state["Service"]: state for state in states}
     assert set(by_service) >= {"mongo", "minio", "postgres", "create-bucket", "provision-users", "mlflow",
-                               "prometheus", "alertmanager-config", "alertmanager", "serving",
+                               "prometheus", "alertmanager-config", "alertmanager", "jaeger", "serving",
                                "serving-nginx", "etl", "etl-nginx", "training", "training-nginx"}
     for service, state in by_service.items():
         if service in ("create-bucket", "provision-users", "alertmanager-config"):
@@ -591,3 +598,28 @@ def test_prometheus_finds_every_replica_and_knows_its_alertmanager(
         compose("up", "--detach", "--no-recreate", "--wait", "--scale", "serving=1", "serving",
                 what="docker compose up --scale serving=1", timeout=UP_WAIT_SECONDS)
     wait_until(lambda: up_targets(1), TARGETS_TIMEOUT, "one serving target again", interval=2)
+
+
+@pytest.mark.timeout(HEAVY_TEST_TIMEOUT)
+def test_jaeger_holds_the_trace_of_a_request_through_servings_nginx(
+    running_stack: dict[str, Any], champion: str, compose: Compose, timings: dict[str, float]
+) -> None:
+    # `up --wait` already waited for Jaeger's healthcheck (the stack runs with COMPOSE_PROFILES=tracing).
+    listed = compose("ps", "--format", "json", "jaeger", what="docker compose ps jaeger").stdout
+    (state,) = [json.loads(line) for line in listed.splitlines() if line.strip()]
+    assert state["State"] == "running" and state["Health"] == "healthy", state
+    started = time.monotonic()
+    jaeger = JaegerQuery(running_stack["jaeger"])
+    # A caller's traceparent crosses serving's Nginx; serving exports its span to jaeger:4318 over the compose
+    # network; the query API on the published port finds it by trace id and by service.
+    trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+    response = requests.get(f"{running_stack['serving']}/model", timeout=HTTP_TIMEOUT,
+                            headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+    assert response.status_code == 200, response.text
+    trace = wait_until(lambda: jaeger.trace(trace_id), TRACE_TIMEOUT, f"trace {trace_id} in Jaeger", interval=0.5)
+    (span,) = [s for s in spans_by_service(trace)["serving"] if s["operationName"] == "GET /model"]
+    assert [ref["spanID"] for ref in span["references"] if ref["refType"] == "CHILD_OF"] == [parent], span
+    assert span["tag"]["mlstack.request_id"] == response.headers["X-Request-ID"]
+    assert trace_id in {found["traceID"] for found in jaeger.traces("serving", limit=100)}
+    assert "serving" in jaeger.services()
+    timings["jaeger: a serving trace found"] = time.monotonic() - started
