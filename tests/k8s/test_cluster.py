@@ -10,7 +10,8 @@ Then, from the database and through the Services and pod addresses:
 - every pod is Ready and the rendered chart passes the API server's own validation (`--dry-run=server`);
 - Prometheus, given the scrape jobs users add for the chart (monitoring/prometheus/kubernetes.yml), finds every
   app pod through the API by its annotations, one target per pod under the rules' job names;
-- each scheduled ETL fire runs once across the two ETL pods, runs never overlap;
+- each scheduled ETL fire runs once across the two ETL pods, runs never overlap; trainings requested through both
+  training pods run one at a time;
 - the closed loop: an ETL run stores rows and predictions; every serving pod predicts; a training run on
   ingested rows promotes a new champion and every serving pod's every worker serves it within the stated bound;
 - a serving pod and the ETL scheduler leader's pod are killed (deleted with no grace) during an ETL run: the
@@ -383,6 +384,34 @@ def test_closed_loop_through_the_cluster(
                f"every serving pod on v{new}", interval=0.5)
     print(f"every worker of the {REPLICAS['serving']} serving pods on v{new} "
           f"{time.monotonic() - promoted_at:.1f} s after the promoting run finished")
+
+
+@pytest.mark.timeout(600)
+def test_trainings_requested_through_both_pods_run_one_at_a_time(
+    kube: Kube, admin: dict[str, str], db: Any
+) -> None:
+    # One training requested on each training pod's own address: both queue in MongoDB, the leader runs them in turn.
+    run_ids = []
+    for pod in kube.ready_pods("training"):
+        response = requests.post(f"http://{pod['ip']}:{NGINX_PORT}/jobs/training/run", headers=admin,
+                                 timeout=HTTP_TIMEOUT)
+        assert response.status_code == 202, (pod["name"], response.text)
+        run_ids.append(response.json()["run_id"])
+    assert len(run_ids) == REPLICAS["training"]
+
+    def ended() -> list[dict[str, Any]] | None:
+        records = list(db["job_runs"].find({"_id": {"$in": run_ids}}))
+        done = len(records) == len(run_ids) and all(r["status"] not in {"queued", "running"} for r in records)
+        return records if done else None
+
+    records = wait_until(ended, 400, "both requested trainings to end", interval=1)
+    assert all(record["status"] == "succeeded" for record in records), records
+    trainings = [r for r in db["job_runs"].find({"job": "training"}).sort("started_at", 1)
+                 if r.get("started_at") and r.get("finished_at")]
+    for earlier, later in itertools.pairwise(trainings):
+        assert earlier["finished_at"] <= later["started_at"], (earlier["_id"], later["_id"])
+    pods = sorted({str(record.get("holder", "")).split(":")[0] for record in records})
+    print(f"{len(trainings)} trainings, none overlapping; the two requested ones run by {pods}")
 
 
 @pytest.mark.timeout(900)
