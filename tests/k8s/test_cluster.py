@@ -254,8 +254,22 @@ def lease_holder(db: Any, service: str) -> str | None:
     return str(doc["holder"])
 
 
-def etl_runs(db: Any, **query: Any) -> list[dict[str, Any]]:
-    return list(db["job_runs"].find({"job": "etl", **query}).sort("started_at", 1))
+def job_runs(db: Any, job: str, **query: Any) -> list[dict[str, Any]]:
+    """A job's run records, oldest start first."""
+    return list(db["job_runs"].find({"job": job, **query}).sort("started_at", 1))
+
+
+def assert_runs_never_overlap(db: Any, job: str) -> list[dict[str, Any]]:
+    """No two finished runs of the job overlap in time; returns them."""
+    finished = [r for r in job_runs(db, job) if r.get("started_at") and r.get("finished_at")]
+    for earlier, later in itertools.pairwise(finished):
+        assert earlier["finished_at"] <= later["started_at"], (earlier["_id"], later["_id"])
+    return finished
+
+
+def run_pods(records: list[dict[str, Any]]) -> list[str]:
+    """The pods (lease holder hosts) that ran these runs."""
+    return sorted({str(record.get("holder", "")).split(":")[0] for record in records})
 
 
 def rows_report(db: Any) -> Report:
@@ -336,16 +350,13 @@ def test_prometheus_finds_every_app_pod_by_its_annotations(
 
 @pytest.mark.timeout(600)
 def test_each_scheduled_etl_fire_runs_once_across_the_pods(kube: Kube, db: Any, release: dict[str, Any]) -> None:
-    wait_until(lambda: len(etl_runs(db, trigger="schedule", status="succeeded")) >= 3, 180,
+    wait_until(lambda: len(job_runs(db, "etl", trigger="schedule", status="succeeded")) >= 3, 180,
                "three scheduled ETL runs (20 s interval)", interval=2)
-    scheduled = etl_runs(db, trigger="schedule")
+    scheduled = job_runs(db, "etl", trigger="schedule")
     fires = Counter(record["fire_time"] for record in scheduled)
     assert max(fires.values()) == 1, fires
-    finished = [r for r in etl_runs(db) if r.get("started_at") and r.get("finished_at")]
-    for earlier, later in itertools.pairwise(finished):
-        assert earlier["finished_at"] <= later["started_at"], (earlier["_id"], later["_id"])
-    pods = sorted({str(record.get("holder", "")).split(":")[0] for record in scheduled})
-    print(f"{len(scheduled)} scheduled ETL runs, one per fire time; run by {pods}")
+    assert_runs_never_overlap(db, "etl")
+    print(f"{len(scheduled)} scheduled ETL runs, one per fire time; run by {run_pods(scheduled)}")
 
 
 @pytest.mark.timeout(900)
@@ -406,12 +417,8 @@ def test_trainings_requested_through_both_pods_run_one_at_a_time(
 
     records = wait_until(ended, 400, "both requested trainings to end", interval=1)
     assert all(record["status"] == "succeeded" for record in records), records
-    trainings = [r for r in db["job_runs"].find({"job": "training"}).sort("started_at", 1)
-                 if r.get("started_at") and r.get("finished_at")]
-    for earlier, later in itertools.pairwise(trainings):
-        assert earlier["finished_at"] <= later["started_at"], (earlier["_id"], later["_id"])
-    pods = sorted({str(record.get("holder", "")).split(":")[0] for record in records})
-    print(f"{len(trainings)} trainings, none overlapping; the two requested ones run by {pods}")
+    trainings = assert_runs_never_overlap(db, "training")
+    print(f"{len(trainings)} trainings, none overlapping; the two requested ones run by {run_pods(records)}")
 
 
 @pytest.mark.timeout(900)
