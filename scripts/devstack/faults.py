@@ -53,6 +53,21 @@ def _signal(pids: list[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
+def _wait_stopped(pids: list[int], timeout: float = 2.0) -> None:
+    """Wait (bounded) until every thread of these processes is in the stopped state: SIGSTOP is delivered
+    asynchronously, and a thread running on the other core can still answer a request sent right after kill()."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for pid in pids:
+            for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+                with contextlib.suppress(OSError):
+                    states.append(stat.read_text().rpartition(")")[2].split()[0])
+        if all(state in {"T", "t", "Z", "X"} for state in states):
+            return
+        time.sleep(0.01)
+
+
 @dataclass
 class Pause:
     """A running pause: when it began and which processes it stopped."""
@@ -76,6 +91,7 @@ def paused(server: _Server, seconds: float) -> Iterator[Pause]:
     """
     pause = Pause(server.name, server_pids(server))
     _signal(pause.pids, signal.SIGSTOP)
+    _wait_stopped(pause.pids)
     log.info("%s stopped (SIGSTOP pids %s) for %.0f s", server.name, pause.pids, seconds)
     try:
         yield pause
