@@ -126,6 +126,30 @@ def test_recent_windows_read_through_the_repository(db):
     assert sorted(quality) == [6.0, 8.0] and list(predicted) == [7.0, 7.0]
 
 
+def test_an_anonymous_batch_is_one_bucket_and_the_windows_read_its_rows(db):
+    predictions = PredictionsRepository(db["predictions"])
+    predictions.ensure_indexes()
+    now = dt.datetime.now(dt.UTC)
+    features = np.arange(4 * len(FEATURES), dtype=np.float64).reshape(4, len(FEATURES))
+    labelled = PredictionBatch(np.zeros((2, len(FEATURES))), np.zeros(2), MODEL, "a", now - dt.timedelta(hours=2),
+                               quality=[5, 6])
+    one_row = PredictionBatch(np.ones((1, len(FEATURES))), np.array([1.5]), MODEL, "b", now - dt.timedelta(hours=1))
+    bucketed = PredictionBatch(features, np.array([6.0, 6.1, 6.2, 6.3]), MODEL, "c", now)
+    docs = [*batch_documents(labelled), *batch_documents(one_row), *batch_documents(bucketed)]
+    assert len(docs) == 4 and docs[-1]["rows"] == 4  # per row, per row, and one bucket for the batch
+    assert predictions.insert(docs).written == 4
+    stored = db["predictions"].find_one({"request_id": "c"})
+    assert stored["predictions"] == [6.0, 6.1, 6.2, 6.3] and stored["inputs"][FEATURES[0]] == features[:, 0].tolist()
+
+    inputs, predicted = predictions.recent_inputs(2)  # the newest rows: the bucket's first two
+    assert inputs.tolist() == features[:2].tolist() and predicted.tolist() == [6.0, 6.1]
+    inputs, predicted = predictions.recent_inputs(6)  # across layouts, newest first
+    assert predicted.tolist() == [6.0, 6.1, 6.2, 6.3, 1.5, 0.0] and inputs[4].tolist() == [1.0] * len(FEATURES)
+    predicted, quality = predictions.recent_labelled(10)  # buckets carry no quality
+    assert quality.tolist() == [5.0, 6.0] and predicted.tolist() == [0.0, 0.0]
+    assert predictions.stored_rows() == 7
+
+
 class _Crash(BaseException):
     """The process dying: no except clause of the repository runs (it cleans up only after PyMongoError)."""
 

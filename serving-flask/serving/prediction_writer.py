@@ -1,10 +1,13 @@
 """Stores anonymous predictions in MongoDB in batches, off the request path, and flushes on shutdown.
 
 A request only appends its arrays to an in-memory deque (microseconds); a thread turns them into documents
-(:func:`mlstack_core.predictions.batch_documents`) and writes them with ``insert_many`` every
-``PREDICTION_FLUSH_SECONDS``. Each document's ``_id`` is fixed when the thread first builds it and kept while
-it waits for a retry, so a flush that timed out after the server wrote it stores nothing twice when it is sent
-again. On SIGTERM Gunicorn's worker_exit hook calls :meth:`close`, which writes what is left.
+(:func:`mlstack_core.predictions.batch_documents`: one per row, or one bucket per anonymous batch) and writes
+them with ``insert_many`` every ``PREDICTION_FLUSH_SECONDS``, at most ``FLUSH_CHUNK_ROWS`` rows per call, so one
+call stays well inside the socket timeout even with a backlog (a call that times out while the server goes on
+writing, then sent again with more, is how a slow FerretDB fell ever further behind). Each document's ``_id``
+is fixed when the thread first builds it and kept while it waits for a retry, so a flush that timed out after
+the server wrote it stores nothing twice when it is sent again. On SIGTERM Gunicorn's worker_exit hook calls
+:meth:`close`, which writes what is left. Every count is in predicted rows, whatever the layout.
 
 Best effort by design: what the bounded buffer drops, what MongoDB refuses and what is still buffered when a
 worker dies or the shutdown budget runs out is lost, and every such row is counted in
@@ -24,13 +27,15 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from mlstack_core.predictions import PredictionBatch, PredictionsRepository, batch_documents
+from mlstack_core.predictions import PredictionBatch, PredictionsRepository, batch_documents, document_rows
 
 logger = logging.getLogger(__name__)
 
 # While the buffer overflows (MongoDB down or slower than the request rate), one log line per this many seconds
 # sums up the drops; the counter (serving_predictions_dropped_total) counts every one.
 DROP_LOG_SECONDS = 10.0
+# Rows per insert_many at most (a call of 10,000 one-row documents takes FerretDB on SQLite about 0.5 s).
+FLUSH_CHUNK_ROWS = 10_000
 
 
 @dataclass
@@ -166,27 +171,45 @@ class PredictionWriter:
                 self._in_flight = []
 
     def _write(self, entries: list[_Queued]) -> bool:
+        """Write entries in order, in calls of at most FLUSH_CHUNK_ROWS rows; on a failure the entries not
+        written yet (that call's and the later ones) go back to the front of the queue."""
+        start = 0
+        while start < len(entries):
+            end, rows = start, 0
+            while end < len(entries) and (end == start or rows + len(entries[end]) <= FLUSH_CHUNK_ROWS):
+                rows += len(entries[end])
+                end += 1
+            with self._lock:
+                self._in_flight = entries[start:]  # what close() counts as lost if this call is still stuck
+            if not self._write_chunk(entries[start:end]):
+                self._put_back(entries[start:])
+                return False
+            start = end
+        return True
+
+    def _write_chunk(self, entries: list[_Queued]) -> bool:
         for entry in entries:
             if entry.docs is None:
                 entry.docs = batch_documents(entry.batch)  # the _ids are fixed from here on
         docs = [doc for entry in entries for doc in entry.docs or ()]
+        rows = sum(len(entry) for entry in entries)
         try:
             result = self._repository().insert(docs)
         except PyMongoError as exc:
             # Some documents may be written already; the retry sends the same _ids, so they are stored once.
-            logger.warning("storing %d predictions failed, will retry: %s", len(docs), exc)
-            self._put_back(entries)
+            logger.warning("storing %d predictions failed, will retry: %s", rows, exc)
             return False
-        if result.refused:
+        refused = sum(document_rows(docs[error["index"]]) for error in result.refused)
+        if refused:
             with self._lock:
-                self._count_drops(len(result.refused))
-            self._on_dropped(len(result.refused))
+                self._count_drops(refused)
+            self._on_dropped(refused)
             logger.error(
                 "MongoDB refused %d of %d predictions; they are not stored (counted in "
-                "serving_predictions_dropped_total): %s", len(result.refused), len(docs), result.refused[:3],
+                "serving_predictions_dropped_total): %s", refused, rows, result.refused[:3],
             )
-        self.written += result.stored
-        self._on_written(result.stored)
+        self.written += rows - refused
+        self._on_written(rows - refused)
         return True
 
     def _loop(self) -> None:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from pymongo.errors import AutoReconnect, BulkWriteError
 
-from mlstack_core.predictions import PredictionBatch, PredictionsRepository
+from mlstack_core.predictions import PredictionBatch, PredictionsRepository, document_rows
+from serving import prediction_writer
 from serving.prediction_writer import DROP_LOG_SECONDS, PredictionWriter
 
 MODEL = {"name": "m", "version": "1", "run_id": "r"}
@@ -31,10 +32,15 @@ class FakeCollection:
         self.inserted: list[dict] = []
         self.error: Exception | None = None
         self.error_after_write: Exception | None = None
+        self.calls: list[int] = []  # rows per insert_many call
+        self.fail_call: int | None = None  # the call (0-based) that raises AutoReconnect before writing
 
     def insert_many(self, docs, ordered=True):
+        self.calls.append(sum(document_rows(doc) for doc in docs))
         if self.error is not None:
             raise self.error
+        if self.fail_call == len(self.calls) - 1:
+            raise AutoReconnect("timed out")
         known = {doc["_id"] for doc in self.inserted}
         errors = []
         for index, doc in enumerate(docs):
@@ -48,6 +54,11 @@ class FakeCollection:
             raise error
         if errors:
             raise BulkWriteError({"writeErrors": errors, "nInserted": len(docs) - len(errors)})
+
+
+def stored_rows(collection: FakeCollection) -> list[float]:
+    """The predictions stored, row by row, whatever the layout (a bucket holds a whole batch)."""
+    return [p for doc in collection.inserted for p in doc.get("predictions", [doc.get("prediction")])]
 
 
 class Clock:
@@ -88,7 +99,7 @@ def test_overflow_drops_the_oldest_batches_and_counts_every_row():
     assert writer.buffered_rows == 100
     collection.error = None
     assert writer.flush() is True
-    stored = [doc["prediction"] for doc in collection.inserted]
+    stored = stored_rows(collection)
     assert sorted(set(stored)) == [float(tag) for tag in range(5, 15)]  # the 5 oldest batches went
     assert stored == sorted(stored)  # put back in their order
     assert writer.written == counts["written"] == 100
@@ -142,15 +153,16 @@ def test_a_flush_retried_after_the_server_wrote_it_stores_each_prediction_once()
     assert writer.flush() is False and writer.buffered_rows == 10
     writer.add(batch(2))
     assert writer.flush() is True  # the same _ids again: duplicates for batch 1, new documents for batch 2
-    assert len(collection.inserted) == 20
-    assert len({doc["_id"] for doc in collection.inserted}) == 20
+    assert len(stored_rows(collection)) == 20 and len(collection.inserted) == 2  # one bucket per batch
+    assert len({doc["_id"] for doc in collection.inserted}) == 2
     assert writer.written == counts["written"] == 20 and writer.dropped == 0
 
 
 def test_documents_refused_by_mongodb_are_counted_as_dropped_not_written(caplog):
     collection = FakeCollection()
     writer, counts = make_writer(collection)
-    writer.add(batch(1))
+    for tag in range(10):
+        writer.add(batch(tag, rows=1))  # one-row requests: a document each
     refused = [{"index": i, "code": 121, "errmsg": "Document failed validation"} for i in range(3)]
     collection.error = BulkWriteError({"writeErrors": refused, "nInserted": 7})
     with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
@@ -160,13 +172,45 @@ def test_documents_refused_by_mongodb_are_counted_as_dropped_not_written(caplog)
     assert "refused 3 of 10" in caplog.records[0].getMessage()
 
 
+def test_a_refused_bucket_counts_every_row_it_holds():
+    collection = FakeCollection()
+    writer, counts = make_writer(collection)
+    writer.add(batch(1, rows=1))
+    writer.add(batch(2, rows=10))
+    collection.error = BulkWriteError({"writeErrors": [{"index": 1, "code": 121, "errmsg": "too large"}],
+                                       "nInserted": 1})
+    assert writer.flush() is True
+    assert writer.written == counts["written"] == 1
+    assert writer.dropped == counts["dropped"] == 10
+
+
 def test_anonymous_predictions_get_fresh_ids_and_no_row_id_or_quality():
     collection = FakeCollection()
     writer, _ = make_writer(collection)
-    writer.add(batch(1, rows=3))
+    writer.add(batch(1, rows=1))
+    writer.add(batch(2, rows=1))
+    writer.add(batch(3, rows=3))
     writer.flush()
-    assert len({doc["_id"] for doc in collection.inserted}) == 3
+    assert len({doc["_id"] for doc in collection.inserted}) == 3  # two one-row documents and one bucket
     assert all("row_id" not in doc and "quality" not in doc for doc in collection.inserted)
+    assert [doc["rows"] for doc in collection.inserted if "predictions" in doc] == [3]
+
+
+def test_a_backlog_is_written_in_bounded_calls_and_a_failed_call_keeps_the_rest_in_order(monkeypatch):
+    monkeypatch.setattr(prediction_writer, "FLUSH_CHUNK_ROWS", 25)
+    collection = FakeCollection()
+    writer, counts = make_writer(collection, max_rows=1000)
+    for tag in range(5):
+        writer.add(batch(tag))  # 5 batches of 10 rows
+    writer.add(batch(5, rows=40))  # larger than a call: written alone
+    collection.fail_call = 1
+    assert writer.flush() is False
+    assert collection.calls == [20, 20]  # the first call went through, the second failed
+    assert writer.written == counts["written"] == 20 and writer.buffered_rows == 70
+    assert writer.flush() is True
+    assert collection.calls[2:] == [20, 10, 40]
+    assert stored_rows(collection) == sorted(stored_rows(collection))  # batches stored in the order they came
+    assert writer.written == 90 and writer.dropped == 0 and writer.buffered_rows == 0
 
 
 @pytest.mark.parametrize("recovers", [True, False])
@@ -181,7 +225,7 @@ def test_close_writes_what_is_left_and_says_what_it_could_not(recovers, caplog):
     with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
         writer.close(timeout=0.5)
     if recovers:
-        assert len(collection.inserted) == 20 and writer.buffered_rows == 0
+        assert len(stored_rows(collection)) == 20 and writer.buffered_rows == 0
         assert not caplog.records
     else:
         assert writer.dropped == 20  # what shutdown could not store is counted as dropped
