@@ -14,7 +14,13 @@ import pytest
 from bson import ObjectId
 
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
-from mlstack_core.predictions import FEW_IDS, PredictionBatch, PredictionsRepository, batch_documents
+from mlstack_core.predictions import (
+    FEW_IDS,
+    PredictionBatch,
+    PredictionsRepository,
+    batch_documents,
+    unpack_bucket,
+)
 from mlstack_core.rows import ORPHAN_GRACE, RowsRepository, new_batch_id
 
 pytestmark = pytest.mark.integration
@@ -139,7 +145,15 @@ def test_an_anonymous_batch_is_one_bucket_and_the_windows_read_its_rows(db):
     assert len(docs) == 4 and docs[-1]["rows"] == 4  # per row, per row, and one bucket for the batch
     assert predictions.insert(docs).written == 4
     stored = db["predictions"].find_one({"request_id": "c"})
-    assert stored["predictions"] == [6.0, 6.1, 6.2, 6.3] and stored["inputs"][FEATURES[0]] == features[:, 0].tolist()
+    assert stored["columns"] == list(FEATURES) and stored["dtype"] == "<f8" and stored["rows"] == 4
+    inputs, predicted = unpack_bucket(stored)  # as stored by the server, read back through the wire protocol
+    assert inputs.tolist() == features.tolist() and predicted.tolist() == [6.0, 6.1, 6.2, 6.3]
+    reordered = {**stored, "columns": stored["columns"][::-1],
+                 "inputs": np.ascontiguousarray(features[:, ::-1]).astype("<f8").tobytes()}
+    assert unpack_bucket(reordered)[0].tolist() == features.tolist()  # columns are read by name
+    for broken in ({"dtype": ">f4"}, {"rows": 5}, {"inputs": b"\0" * 7}, {"columns": None}):
+        with pytest.raises((ValueError, KeyError, TypeError)):
+            unpack_bucket({**stored, **broken})
 
     inputs, predicted = predictions.recent_inputs(2)  # the newest rows: the bucket's first two
     assert inputs.tolist() == features[:2].tolist() and predicted.tolist() == [6.0, 6.1]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pymongo.errors import AutoReconnect, BulkWriteError
 
-from mlstack_core.predictions import PredictionBatch, PredictionsRepository, document_rows
+from mlstack_core.predictions import PredictionBatch, PredictionsRepository, document_rows, unpack_bucket
 from serving import prediction_writer
 from serving.prediction_writer import DROP_LOG_SECONDS, PredictionWriter
 
@@ -58,7 +58,8 @@ class FakeCollection:
 
 def stored_rows(collection: FakeCollection) -> list[float]:
     """The predictions stored, row by row, whatever the layout (a bucket holds a whole batch)."""
-    return [p for doc in collection.inserted for p in doc.get("predictions", [doc.get("prediction")])]
+    return [p for doc in collection.inserted
+            for p in (unpack_bucket(doc)[1].tolist() if "predictions" in doc else [doc["prediction"]])]
 
 
 class Clock:

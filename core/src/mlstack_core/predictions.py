@@ -5,10 +5,12 @@ Two layouts, both with ``model_name``, ``model_version``, ``run_id``, ``request_
 - **per row** (rows the ETL forwarded, labelled rows, and every one-row request): one document per predicted
   row, the 11 inputs by feature name (``inputs``), ``prediction`` and, for the ETL's rows, ``row_id`` and the
   row's true ``quality``;
-- **bucket** (an anonymous request of several rows): one document for the whole request, the inputs as one
-  array per feature name (``inputs``), ``predictions`` (an array) and ``rows`` (their count). Storing a
-  1,000-row batch this way costs FerretDB about a quarter of the CPU of 1,000 documents (``bench/README.md``),
-  and nothing reads an anonymous prediction by id.
+- **bucket** (an anonymous request of several rows): one document for the whole request, ``rows`` (the count),
+  ``columns`` (the feature names), ``dtype`` (``"<f8"``) and two binaries: ``inputs``, the rows x columns
+  matrix, row-major, and ``predictions``, both little-endian float64 (``numpy.frombuffer``;
+  :func:`unpack_bucket`). Storing a 1,000-row batch as one packed document costs FerretDB a small fraction of
+  the CPU of 1,000 documents or of one document of arrays (``bench/README.md``, storage), and nothing reads an
+  anonymous prediction by id or by a field of its inputs.
 
 The ``_id`` is fixed before the first write attempt and never changes:
 
@@ -34,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import pymongo
-from bson import ObjectId
+from bson import Binary, ObjectId
 from pymongo import DESCENDING
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
@@ -51,6 +53,8 @@ DUPLICATE_KEY = 11000
 # decodes every document for an ``$in`` (20.8 s on the same collection, beyond the 20 s socket timeout). Up to
 # this many ids are looked up one find each, more with one ``$in``.
 FEW_IDS = 64
+# A bucket's packed numbers: little-endian float64 (numpy's "<f8").
+BUCKET_DTYPE = "<f8"
 
 
 @dataclass(frozen=True)
@@ -80,18 +84,36 @@ def is_bucketed(batch: PredictionBatch) -> bool:
 
 
 def bucket_document(batch: PredictionBatch) -> dict[str, Any]:
-    """One document for a whole anonymous batch: inputs and predictions as arrays, in the request's row order."""
+    """One document for a whole anonymous batch: the inputs as one packed matrix, rows in the request's order,
+    columns named by ``columns``, and the predictions packed alike (little-endian float64; :func:`unpack_bucket`)."""
     return {
         "_id": ObjectId(),
-        "inputs": dict(zip(FEATURES, batch.features.T.tolist(), strict=True)),
-        "predictions": batch.predictions.tolist(),
         "rows": len(batch),
+        "columns": list(FEATURES),
+        "dtype": BUCKET_DTYPE,
+        "inputs": Binary(np.ascontiguousarray(batch.features, dtype=BUCKET_DTYPE).tobytes()),
+        "predictions": Binary(np.ascontiguousarray(batch.predictions, dtype=BUCKET_DTYPE).tobytes()),
         "model_name": batch.model["name"],
         "model_version": batch.model["version"],
         "run_id": batch.model["run_id"],
         "request_id": batch.request_id,
         "created_at": batch.created_at,
     }
+
+
+def unpack_bucket(doc: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs as a rows x FEATURES matrix in FEATURES order, predictions) of a bucket document.
+
+    ValueError, KeyError or TypeError when the document is not a well-formed bucket.
+    """
+    if doc.get("dtype") != BUCKET_DTYPE:
+        raise ValueError(f"bucket dtype {doc.get('dtype')!r}, expected {BUCKET_DTYPE!r}")
+    rows, columns = int(doc["rows"]), list(doc["columns"])
+    matrix = np.frombuffer(doc["inputs"], dtype=BUCKET_DTYPE).reshape(rows, len(columns))
+    predictions = np.frombuffer(doc["predictions"], dtype=BUCKET_DTYPE)
+    if len(predictions) != rows:
+        raise ValueError(f"{len(predictions)} predictions in a bucket of {rows} rows")
+    return matrix[:, [columns.index(name) for name in FEATURES]].astype(np.float64), predictions.astype(np.float64)
 
 
 def document_rows(doc: dict[str, Any]) -> int:
@@ -101,19 +123,17 @@ def document_rows(doc: dict[str, Any]) -> int:
 
 
 def _doc_rows(doc: dict[str, Any]) -> Iterator[list[float]]:
-    """A document's rows as [inputs in FEATURES order..., prediction]; malformed rows are left out."""
-    inputs = doc.get("inputs") or {}
-    if "predictions" in doc:  # a bucket: columns
-        try:
-            columns = [inputs[name] for name in FEATURES]
-            yield from ([float(v) for v in values] for values in zip(*columns, doc["predictions"], strict=True))
-        except (KeyError, TypeError, ValueError):
-            return
-        return
+    """A document's rows as [inputs in FEATURES order..., prediction]; malformed documents give none."""
     try:
-        yield [*(float(inputs[name]) for name in FEATURES), float(doc["prediction"])]
+        if "predictions" in doc:  # a bucket
+            inputs, predictions = unpack_bucket(doc)
+            yield from np.column_stack([inputs, predictions]).tolist()
+            return
+        inputs = doc.get("inputs") or {}
+        row = [*(float(inputs[name]) for name in FEATURES), float(doc["prediction"])]
     except (KeyError, TypeError, ValueError):
         return
+    yield row
 
 
 def batch_documents(batch: PredictionBatch) -> list[dict[str, Any]]:
@@ -226,8 +246,9 @@ class PredictionsRepository:
         """Inputs (matrix in FEATURES order) and predicted values of the n newest stored predicted rows, from
         both layouts (a bucket's rows in their request order); malformed documents are left out."""
         # n documents hold at least n rows; small batches so that buckets stop the read early.
+        fields = ("inputs", "prediction", "predictions", "rows", "columns", "dtype")
         cursor = (
-            self.col.find({}, {"inputs": 1, "prediction": 1, "predictions": 1, "_id": 0})
+            self.col.find({}, {**dict.fromkeys(fields, 1), "_id": 0})
             .sort("created_at", DESCENDING).limit(n).batch_size(min(n, 64))
         )
         rows: list[list[float]] = []
