@@ -139,8 +139,11 @@ def _doc_rows(doc: dict[str, Any]) -> Iterator[list[float]]:
 def batch_documents(batch: PredictionBatch) -> list[dict[str, Any]]:
     """The documents of a batch, each with its final _id (the row's id, or a new ObjectId): one bucket for an
     anonymous batch of several rows (:func:`is_bucketed`), else one per row."""
-    if is_bucketed(batch):
-        return [bucket_document(batch)]
+    return [bucket_document(batch)] if is_bucketed(batch) else row_documents(batch)
+
+
+def row_documents(batch: PredictionBatch) -> list[dict[str, Any]]:
+    """One document per row of a batch (the per-row layout), each with its final _id."""
     docs = []
     rows = batch.features.tolist()
     preds = batch.predictions.tolist()
