@@ -1,4 +1,5 @@
-"""Real servers for tests and the native dev stack: FerretDB, an S3 gateway, MLflow, Gunicorn apps, Nginx.
+"""Real servers for tests and the native dev stack: FerretDB (on SQLite or on a PostgreSQL of its own), an S3
+gateway, MLflow, Gunicorn apps, Nginx.
 
 Each class owns a work dir, picks free loopback ports once (a restart reuses them, so clients keep their
 URLs), and offers start()/stop() that are safe to repeat, plus use as a context manager.
@@ -13,9 +14,11 @@ import importlib.util
 import json
 import logging
 import os
+import pwd
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -197,11 +200,151 @@ def stop_all(servers: list[Any]) -> None:
             log.exception("stopping %s failed", server.name)
 
 
+POSTGRESQL_MAJOR = 15
+# Debian's layout (package postgresql-15); bench/tools.sh postgresql installs it.
+POSTGRESQL_BIN_DIR = Path(f"/usr/lib/postgresql/{POSTGRESQL_MAJOR}/bin")
+
+
+def postgresql_bin_dir() -> Path:
+    """The directory of PostgreSQL's server binaries: $POSTGRESQL_BIN_DIR, else Debian's for the pinned major."""
+    bin_dir = Path(os.environ.get("POSTGRESQL_BIN_DIR") or POSTGRESQL_BIN_DIR)
+    missing = [name for name in ("initdb", "postgres", "pg_isready", "psql") if not (bin_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"PostgreSQL {POSTGRESQL_MAJOR} not found in {bin_dir} (missing {', '.join(missing)}; "
+            "set POSTGRESQL_BIN_DIR or run bench/tools.sh postgresql to install Debian's package)"
+        )
+    return bin_dir
+
+
+class PostgreSQL(_Server):
+    """A private PostgreSQL cluster (Debian's binaries): data dir in the work dir, TCP on loopback only, no unix
+    socket, trust authentication (loopback only), database ``ferretdb`` for a FerretDB backend.
+
+    PostgreSQL refuses to run as root. Under root, initdb and postgres run as the ``postgres`` user Debian's package
+    creates, through ``setpriv``, which execs (the recorded pid is the postmaster's own) and keeps the parent-death
+    signal; that user owns the data dir, so the work dir must be reachable by it (root's 0700 temp dirs are not:
+    give it a directory of its own under /tmp, mode 0711).
+    """
+
+    name = "postgresql"
+    ready_timeout = 60.0
+    superuser = "postgres"
+    database = "ferretdb"  # made by _after_ready
+    run_as = "postgres"  # only when running as root
+
+    def __init__(self, workdir: str | os.PathLike[str], *, port: int | None = None) -> None:
+        super().__init__(workdir, port=port)
+        self.data_dir = self.workdir / "data"
+        self.bin_dir = postgresql_bin_dir()
+
+    @property
+    def uri(self) -> str:
+        """postgres:// URL of the ``ferretdb`` database (FerretDB's --postgresql-url)."""
+        return f"postgres://{self.superuser}@{self.host}:{self.port}/{self.database}"
+
+    @property
+    def url(self) -> str:
+        """The same postgres:// URL (there is no HTTP endpoint)."""
+        return self.uri
+
+    def _owner_prefix(self) -> list[str]:
+        """The argv prefix that runs a command as the cluster's owner: nothing unless we are root."""
+        if os.geteuid() != 0:
+            return []
+        try:
+            pwd.getpwnam(self.run_as)
+        except KeyError:
+            raise RuntimeError(
+                f"running as root, PostgreSQL needs an unprivileged user {self.run_as!r} (Debian's postgresql "
+                "package creates it)"
+            ) from None
+        return ["setpriv", f"--reuid={self.run_as}", f"--regid={self.run_as}", "--init-groups", "--pdeathsig=keep"]
+
+    def _run_as_owner(self, argv: list[str], what: str, timeout: float = 120) -> None:
+        done = subprocess.run([*self._owner_prefix(), *argv], env=self._env(), cwd=self.workdir,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{what} failed ({done.returncode}): {(done.stdout + done.stderr)[-2000:]}")
+
+    def _before_start(self) -> None:
+        if (self.data_dir / "PG_VERSION").is_file():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(self.run_as)
+            os.chown(self.data_dir, owner.pw_uid, owner.pw_gid)
+            try:
+                self._run_as_owner(["test", "-w", str(self.data_dir)], "the reachability check")
+            except RuntimeError:
+                raise RuntimeError(
+                    f"{self.data_dir} is not writable by user {self.run_as!r}, who runs PostgreSQL here (we are root): "
+                    "every parent directory must be searchable by it"
+                ) from None
+        # --no-sync: a cluster of tests and benchmarks, made anew when lost; the fsyncs would add seconds.
+        self._run_as_owner(
+            [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), f"--username={self.superuser}", "--auth=trust",
+             "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+            "initdb",
+        )
+
+    def _argv(self) -> list[str]:
+        return [
+            *self._owner_prefix(),
+            str(self.bin_dir / "postgres"),
+            "-D", str(self.data_dir),
+            "-p", str(self.port),
+            "-c", f"listen_addresses={self.host}",
+            "-c", "unix_socket_directories=",  # TCP on loopback only
+        ]
+
+    def _client_argv(self, tool: str, *args: str, database: str = "postgres") -> list[str]:
+        return [str(self.bin_dir / tool), "-h", self.host, "-p", str(self.port), "-U", self.superuser, "-d", database,
+                *args]
+
+    def _ready(self) -> bool:
+        done = subprocess.run(self._client_argv("pg_isready", "-t", "1"), capture_output=True, timeout=5, check=False)
+        return done.returncode == 0
+
+    def psql(self, sql: str, *, database: str = "postgres", timeout: float = 600) -> str:
+        """Run SQL with psql as the superuser; returns its unaligned output, raises with psql's error."""
+        done = subprocess.run(self._client_argv("psql", "-X", "-v", "ON_ERROR_STOP=1", "-tAc", sql,
+                                                database=database),
+                              env=self._env(), capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"psql {sql!r} failed ({done.returncode}): {done.stderr[-2000:]}")
+        return done.stdout.strip()
+
+    def _after_ready(self) -> None:
+        if not self.psql("SELECT 1 FROM pg_database WHERE datname = 'ferretdb'"):
+            self.psql("CREATE DATABASE ferretdb")
+
+    def stop(self) -> None:
+        """Fast shutdown: SIGINT to the postmaster (clients cut off, a shutdown checkpoint), then the usual stop.
+
+        SIGTERM, which the usual stop sends the process group, is PostgreSQL's smart shutdown: it waits for every
+        client (FerretDB's pool) to go, and it would reach the backends and auxiliary processes directly too.
+        """
+        proc = self._proc
+        if proc is not None and proc.running and proc.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGINT)
+            deadline = time.monotonic() + self.stop_grace
+            while proc.running and time.monotonic() < deadline:
+                time.sleep(0.05)
+        super().stop()
+
+
 class FerretDB(_Server):
-    """FerretDB v1 (MongoDB wire protocol) on SQLite files, with SCRAM authentication on."""
+    """FerretDB v1 (MongoDB wire protocol) on SQLite files or on a PostgreSQL database, with SCRAM authentication on.
+
+    ``backend="sqlite"`` (the default) keeps its data in the work dir; ``backend="postgresql"`` stores it in the
+    database at ``postgresql_url`` (a :class:`PostgreSQL`'s ``uri``), which must be up before FerretDB starts.
+    """
 
     name = "ferretdb"
     ready_timeout = 30.0
+    BACKENDS: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql")
 
     def __init__(
         self,
@@ -212,8 +355,16 @@ class FerretDB(_Server):
         database: str = "admin",
         port: int | None = None,
         debug_port: int | None = None,
+        backend: str = "sqlite",
+        postgresql_url: str | None = None,
     ) -> None:
+        if backend not in self.BACKENDS:
+            raise ValueError(f"unknown FerretDB backend {backend!r}; known: {', '.join(self.BACKENDS)}")
+        if (backend == "postgresql") != bool(postgresql_url):
+            raise ValueError("postgresql_url is required with backend='postgresql' and only then")
         super().__init__(workdir, port=port)
+        self.backend = backend
+        self.postgresql_url = postgresql_url
         self.username = username
         self.password = password
         # FerretDB creates the setup user in this database, so clients must authenticate against it.
@@ -245,14 +396,19 @@ class FerretDB(_Server):
         return [self.port, self.debug_port]
 
     def _before_start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.backend == "sqlite":
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    def _backend_args(self) -> list[str]:
+        if self.backend == "postgresql":
+            return ["--handler=postgresql", f"--postgresql-url={self.postgresql_url}"]
+        return ["--handler=sqlite", f"--sqlite-url=file:{self.data_dir}/"]
 
     def _argv(self) -> list[str]:
         return [
             self.binary,
-            "--handler=sqlite",
-            f"--sqlite-url=file:{self.data_dir}/",
+            *self._backend_args(),
             f"--listen-addr={self.host}:{self.port}",
             f"--debug-addr={self.host}:{self.debug_port}",
             f"--state-dir={self.state_dir}",
@@ -264,7 +420,9 @@ class FerretDB(_Server):
         env.update(
             {
                 "FERRETDB_TELEMETRY": "disable",
-                # The SQLite backend supports SCRAM only in this (experimental) mode; otherwise only PLAIN.
+                # The SQLite backend supports SCRAM only in this (experimental) mode; otherwise only PLAIN. With
+                # PostgreSQL it makes FerretDB keep the users itself (the same SCRAM for clients of either backend)
+                # instead of passing PLAIN credentials through to PostgreSQL.
                 "FERRETDB_TEST_ENABLE_NEW_AUTH": "true",
                 # Used only when no user exists yet: a restart on the same data keeps the first credentials.
                 "FERRETDB_SETUP_USERNAME": self.username,

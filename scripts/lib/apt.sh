@@ -1,5 +1,5 @@
-# Shell functions shared by scripts/install.sh, scripts/k8s/tools.sh, scripts/containers/base-images.sh and
-# scripts/clean-machine.sh. Source it; it defines functions only. as_root and apt_install call the caller's `log`.
+# Shell functions shared by scripts/install.sh, scripts/k8s/tools.sh, scripts/containers/base-images.sh,
+# scripts/clean-machine.sh and bench/tools.sh. Source it; it defines functions only. as_root and apt_install call the caller's `log`.
 
 # The first URI of a deb source for SUITE, from the machine's own apt configuration (deb822 or one-line style);
 # no mirror name is written into the repository.
@@ -42,8 +42,8 @@ as_root() {
 }
 
 apt_install() {
-    # No package may start a system service here: nginx on port 80, Prometheus on 9090 and Alertmanager on 9093
-    # would take the ports the compose stack publishes. policy-rc.d (exit 101) refuses the start during the
+    # No package may start a system service here: nginx on port 80, Prometheus on 9090, Alertmanager on 9093 and
+    # PostgreSQL on 5432 would take ports the compose stack publishes or the benchmarks' own servers could want. policy-rc.d (exit 101) refuses the start during the
     # install; units the install enabled are disabled after it, so a reboot does not start them either.
     local added=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -63,5 +63,6 @@ apt_install() {
         case " $* " in *" prometheus-alertmanager "*)
             as_root systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true ;;
         esac
+        case " $* " in *" postgresql-"[0-9]*) as_root systemctl disable --now postgresql >/dev/null 2>&1 || true ;; esac
     fi
 }

@@ -1,8 +1,13 @@
-"""The devstack harness against real servers: FerretDB auth and restarts, S3, MLflow artifacts, Nginx."""
+"""The devstack harness against real servers: FerretDB auth and restarts (on SQLite and on PostgreSQL), S3, MLflow
+artifacts, Nginx."""
 
 from __future__ import annotations
 
+import secrets
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,17 +19,21 @@ import requests
 from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
 from devstack.ports import can_connect
-from devstack.procs import ManagedProcess, ProcessError
+from devstack.procs import ManagedProcess, ProcessError, descendants
 from devstack.servers import (
     NGINX_TEMPLATE,
+    POSTGRESQL_MAJOR,
     REPO_ROOT,
     FerretDB,
     GunicornApp,
     MlflowServer,
     Nginx,
+    PostgreSQL,
     S3Server,
     nginx_settings,
+    postgresql_bin_dir,
     render_template,
+    stop_all,
 )
 from devstack.stack import resolve_services
 
@@ -71,6 +80,87 @@ def test_ferretdb_data_survives_a_restart(ferretdb: FerretDB) -> None:
     assert ferretdb.port == port
     with ferretdb.client() as client:
         assert client["DUMMY"]["harness"].find_one({"marker": marker}) is not None
+
+
+@pytest.fixture(scope="session")
+def postgresql_bin() -> Path:
+    """PostgreSQL's server binaries, installed by bench/tools.sh postgresql (Debian's package) when missing."""
+    try:
+        return postgresql_bin_dir()
+    except FileNotFoundError:
+        pass
+    done = subprocess.run([str(REPO_ROOT / "bench" / "tools.sh"), "postgresql"], capture_output=True, text=True,
+                          timeout=900, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"PostgreSQL {POSTGRESQL_MAJOR} is not installed and bench/tools.sh postgresql could not install "
+                    f"it (needs root or sudo, and apt): {done.stderr[-600:]}")
+    return postgresql_bin_dir()
+
+
+@pytest.fixture
+def ferretdb_on_postgresql(postgresql_bin: Path, tmp_path: Path) -> Iterator[tuple[PostgreSQL, FerretDB]]:
+    """A private PostgreSQL cluster and a FerretDB storing in it, both started, stopped after the test.
+
+    The cluster lives in a directory of its own under /tmp (mode 0711): as root, PostgreSQL runs as Debian's
+    ``postgres`` user, who cannot enter pytest's 0700 tmp_path. Its log is copied into tmp_path before the
+    directory is removed.
+    """
+    open_dir = Path(tempfile.mkdtemp(prefix="mlstack-pg-test-"))
+    open_dir.chmod(0o711)
+    servers: list[PostgreSQL | FerretDB] = []
+    try:
+        postgresql = PostgreSQL(open_dir / "postgresql")
+        servers.append(postgresql.start())
+        ferretdb = FerretDB(tmp_path / "ferretdb", username="harness", password=secrets.token_urlsafe(18),
+                            backend="postgresql", postgresql_url=postgresql.uri)
+        servers.append(ferretdb.start())
+        yield postgresql, ferretdb
+    finally:
+        stop_all(servers)
+        if (open_dir / "postgresql" / "logs").is_dir():
+            shutil.copytree(open_dir / "postgresql" / "logs", tmp_path / "postgresql-logs", dirs_exist_ok=True)
+        shutil.rmtree(open_dir, ignore_errors=True)
+
+
+def test_ferretdb_on_postgresql_stores_there_and_survives_restarts(
+    ferretdb_on_postgresql: tuple[PostgreSQL, FerretDB],
+) -> None:
+    """Insert and find through pymongo; the data is in PostgreSQL (loopback only) and outlives restarts of both."""
+    postgresql, ferretdb = ferretdb_on_postgresql
+    marker = uuid.uuid4().hex
+    with ferretdb.client() as client:
+        client["harness_pg"]["rows"].insert_many([{"n": i, "marker": marker} for i in range(100)])
+        assert client["harness_pg"]["rows"].count_documents({"marker": marker}) == 100
+        assert client["harness_pg"]["rows"].find_one({"n": 42}, {"_id": 0}) == {"n": 42, "marker": marker}
+    # FerretDB keeps a database as a PostgreSQL schema of the same name, and writes no SQLite files.
+    assert postgresql.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'harness_pg'", database="ferretdb") == "1"
+    assert not ferretdb.data_dir.exists()
+    assert postgresql.psql("SHOW listen_addresses") == "127.0.0.1"
+    assert postgresql.psql("SHOW unix_socket_directories") == ""
+
+    old_tree = descendants(postgresql.pid or 0)
+    assert len(old_tree) > 3  # the postmaster and the processes it forked (checkpointer, FerretDB's backends...)
+    ferretdb.stop()
+    postgresql.restart()
+    assert not [pid for pid in old_tree if Path(f"/proc/{pid}").exists()], "stopped by its pid, every child gone"
+    ferretdb.start()
+    with ferretdb.client() as client:
+        assert client["harness_pg"]["rows"].count_documents({"marker": marker}) == 100
+
+
+def test_ferretdb_on_postgresql_keeps_scram_on(ferretdb_on_postgresql: tuple[PostgreSQL, FerretDB]) -> None:
+    """As on SQLite, a wrong password fails: FerretDB checks the users itself, PostgreSQL trusts only FerretDB."""
+    _, ferretdb = ferretdb_on_postgresql
+    wrong = f"mongodb://{ferretdb.username}:not-the-password@{ferretdb.host}:{ferretdb.port}/?authSource=admin"
+    with pymongo.MongoClient(wrong, serverSelectionTimeoutMS=2000) as client, pytest.raises(OperationFailure):
+        client["harness_pg"]["rows"].find_one()
+
+
+@pytest.mark.parametrize(("backend", "url"), [("mysql", None), ("postgresql", None), ("sqlite", "postgres://x/y")])
+def test_ferretdb_refuses_an_unknown_backend_or_a_misplaced_url(tmp_path: Path, backend: str, url: str | None) -> None:
+    """A backend FerretDB v1 has but we do not run, or a PostgreSQL URL without its backend, fails at once."""
+    with pytest.raises(ValueError, match=r"backend|postgresql_url"):
+        FerretDB(tmp_path, username="u", password="p", backend=backend, postgresql_url=url)
 
 
 def test_s3_put_get_and_idempotent_bucket(s3_server: S3Server) -> None:
