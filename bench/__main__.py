@@ -21,7 +21,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "report)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of one load run (default 20)")
     parser.add_argument("--runs", type=int, default=3,
-                        help="runs per variant and scenario, serving and ingest (default 3)")
+                        help="runs per variant and scenario, serving, storage and ingest (default 3)")
     parser.add_argument("--scenarios", nargs="+", default=["one_row", "batch_1000"],
                         choices=["one_row", "batch_1000"], help="serving payloads (default both)")
     parser.add_argument("--rates", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9],
@@ -30,6 +30,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="GUNICORN_THREADS of our serving (default: what its gunicorn.conf.py sets)")
     parser.add_argument("--memory-requests", type=int, default=100_000,
                         help="requests between the two RSS readings (0 to skip)")
+    parser.add_argument("--storage-backends", nargs="+", default=["sqlite", "postgresql"],
+                        choices=["sqlite", "postgresql"],
+                        help="storage: FerretDB backends to compare (default both; PostgreSQL installed on first use)")
+    parser.add_argument("--storage-read-rows", type=int, default=100_000,
+                        help="storage: rows stored for the training read (default 100000)")
     parser.add_argument("--ingest-rows", type=int, default=100_000)
     parser.add_argument("--training-rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--max-load", type=float, default=1.0,
@@ -65,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         elif what == "storage":
             from bench import storage_bench
 
-            for record in storage_bench.run(runs=args.runs, tag=args.tag):
+            for record in storage_bench.run(runs=args.runs, backends=tuple(args.storage_backends),
+                                            read_rows=args.storage_read_rows, tag=args.tag):
                 print(json.dumps(record))
         elif what == "memory":
             from bench import serving_bench

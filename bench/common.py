@@ -123,25 +123,35 @@ def median(values: Iterable[float]) -> float:
 # ------------------------------------------------------------------ /proc readings
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (its threads included), in seconds; 0 when it is gone."""
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """utime + stime of one process (its threads included), in seconds; 0 when it is gone.
+
+    With reaped_children, plus cutime + cstime: the CPU of its children that ended and were waited for.
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    # After the ")" field 3 (state) is index 0: utime is field 14, stime field 15 of stat(5).
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    # After the ")" field 3 (state) is index 0: utime is field 14, stime 15, cutime 16, cstime 17 of stat(5).
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
 
 
 def tree_cpu_seconds(pids: Iterable[int]) -> float:
-    """CPU seconds of every process in the trees rooted at pids."""
+    """CPU seconds of every process in the trees rooted at pids, children that already ended included.
+
+    A live process counts its own CPU; one that ended counts in its parent's cutime/cstime once reaped
+    (PostgreSQL's autovacuum workers and short-lived backends, a Gunicorn worker replaced during a run).
+    """
     seen: set[int] = set()
     total = 0.0
     for root in pids:
         for pid in descendants(root):
             if pid not in seen:
                 seen.add(pid)
-                total += cpu_seconds(pid)
+                total += cpu_seconds(pid, reaped_children=True)
     return total
 
 

@@ -181,7 +181,7 @@ def render(path: Path = README) -> Path:
     out += _serving_section(summary, serving_runs, records)
     out += _openloop_section(openloop, _latest(records, "openloop-max"), records)
     out += _targets_section(summary, records)
-    out += _storage_section(_latest(records, "storage-layout"))
+    out += _storage_section(_latest(records, "storage-layout"), _latest(records, "storage-backend"))
     out += _reload_section(_latest(records, "reload"))
     out += _shutdown_section(_latest(records, "shutdown"))
     out += _soak_section(_latest(records, "soak"))
@@ -412,29 +412,91 @@ def _soak_section(soak: list[dict[str, Any]]) -> list[str]:
             *rows, "", f"Run records: {runs}.", ""]
 
 
+# Workloads of the storage benchmark and their layouts, in table order (bench/storage_bench.py).
+STORAGE_WORKLOADS = {"serving-writes": ("per-row", "one-row", "bucket"), "etl-ingest": ("rows",),
+                     "training-read": ("rows",)}
+STORAGE_BACKENDS = ("sqlite", "postgresql")
+
+
+def _storage_key(record: dict[str, Any]) -> tuple[str, str, str]:
+    # Records from before the backend dimension are FerretDB on SQLite storing predictions.
+    return record.get("workload", "serving-writes"), record.get("backend", "sqlite"), record["layout"]
+
+
+def _db_cpu_ms(record: dict[str, Any]) -> float:
+    """Database CPU ms per 1,000 rows: FerretDB, plus PostgreSQL's processes for that backend."""
+    return record.get("db_cpu_ms_per_1000_rows", record["ferretdb_cpu_ms_per_1000_rows"])
+
+
 def _storage_cost(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Median FerretDB CPU ms per 1,000 stored rows, per document layout (latest storage-layout session)."""
+    """Median FerretDB-on-SQLite CPU ms per 1,000 stored predictions, per layout (latest storage-layout session)."""
     layouts: dict[str, list[float]] = {}
     for r in _latest(records, "storage-layout"):
-        layouts.setdefault(r["layout"], []).append(r["ferretdb_cpu_ms_per_1000_rows"])
+        workload, backend, layout = _storage_key(r)
+        if workload == "serving-writes" and backend == "sqlite":
+            layouts.setdefault(layout, []).append(_db_cpu_ms(r))
     return {layout: median(values) for layout, values in layouts.items()}
 
 
-def _storage_section(storage: list[dict[str, Any]]) -> list[str]:
+def _paired_ratio(base: list[dict[str, Any]], other: list[dict[str, Any]], value: Any) -> float | None:
+    """Median over runs of value(other run) / value(base run), runs paired by index."""
+    by_run = {r["run"]: value(r) for r in base}
+    ratios = [value(r) / by_run[r["run"]] for r in other if by_run.get(r["run"])]
+    return median(ratios) if ratios else None
+
+
+def _storage_section(storage: list[dict[str, Any]], backends: list[dict[str, Any]]) -> list[str]:
     if not storage:
         return []
     rows = []
-    for layout in ("per-row", "bucket"):
-        items = [r for r in storage if r["layout"] == layout]
-        if items:
-            rows.append([layout, f"{items[0]['rows']:,}", len(items), median(r["rows_per_s"] for r in items),
-                         median(r["ferretdb_cpu_ms_per_1000_rows"] for r in items)])
-    return ["## Storing predictions in FerretDB", "",
-            "1,000-row batches inserted with `insert_many`, one at a time, into FerretDB (SQLite backend): "
-            "`per-row` is what serving writes (`batch_documents`, one document per prediction), `bucket` one "
-            "document per batch with column arrays (not what serving does; see Findings). Medians of the runs.", "",
-            _table(["layout", "rows per run", "runs", "rows/s (one writer)", "FerretDB CPU ms per 1,000 rows"],
-                   rows), ""]
+    for workload, layouts in STORAGE_WORKLOADS.items():
+        for layout in layouts:
+            sq, pg = ([r for r in storage if _storage_key(r) == (workload, backend, layout)]
+                      for backend in STORAGE_BACKENDS)
+            if not sq and not pg:
+                continue
+            first = (sq or pg)[0]
+            speed = _paired_ratio(sq, pg, lambda r: r["rows_per_s"])
+            cost = _paired_ratio(sq, pg, _db_cpu_ms)
+            pg_cpu = "-"
+            if pg:
+                pg_cpu = (f"{median(_db_cpu_ms(r) for r in pg):,.1f} "
+                          f"({median(r['ferretdb_cpu_ms_per_1000_rows'] for r in pg):,.1f} + "
+                          f"{median(_db_cpu_ms(r) - r['ferretdb_cpu_ms_per_1000_rows'] for r in pg):,.1f})")
+            rows.append([workload, layout, f"{first['rows']:,}", max(len(sq), len(pg)),
+                         median(r["rows_per_s"] for r in sq), median(r["rows_per_s"] for r in pg),
+                         f"{speed:.2f}x" if speed else "-", median(_db_cpu_ms(r) for r in sq), pg_cpu,
+                         f"{cost:.2f}x" if cost else "-"])
+    loads = [r[key] for r in storage for key in ("load_start", "load_end") if r.get(key) is not None]
+    lines = ["## Storing and reading rows: FerretDB on SQLite or on PostgreSQL", "",
+             f"Session {storage[0]['session']} (`bench/storage_bench.py`): one client, one call at a time, the "
+             "project's own functions; each backend its own FerretDB (on PostgreSQL: Debian's PostgreSQL 15, a "
+             "private cluster, durable defaults), the backends taking turns within every run. `serving-writes`: "
+             "predictions through `PredictionsRepository.insert` into a collection with the monitor's index, "
+             "`per-row` as 1,000-row requests in the per-row layout (`row_documents`), `one-row` as one-row "
+             "requests 500 documents per insert (a writer flush), `bucket` one document per 1,000-row request with "
+             "column arrays; `etl-ingest`: `RowsRepository.insert_batch` of 1,000-row batches with pending marks (two "
+             "documents per row); `training-read`: `load_training_data` of every stored row. CPU is utime+stime of the "
+             "database's process trees per 1,000 rows (FerretDB; on PostgreSQL FerretDB + the postmaster and every "
+             "backend, ended ones included; a PostgreSQL write's figure includes a CHECKPOINT after the clock stops, "
+             "the data-file writes it defers). Ratios are medians of per-run ratios, PostgreSQL over SQLite: above "
+             "1x is faster for rows/s, costlier for CPU."
+             + (f" Load average (1 min) during the runs: {min(loads):.2f} to {max(loads):.2f}." if loads else ""), "",
+             _table(["workload", "layout", "rows per run", "runs", "SQLite rows/s", "PostgreSQL rows/s",
+                     "rows/s PG/SQLite", "SQLite DB CPU ms/1k rows", "PostgreSQL DB CPU ms/1k rows (FerretDB + PG)",
+                     "CPU PG/SQLite"], rows), ""]
+    facts = []
+    for b in backends:
+        if b["backend"] == "postgresql":
+            facts.append(f"PostgreSQL ({b.get('postgresql') or 'version unknown'}): a new cluster (initdb, start, "
+                         f"the database) {b['postgresql_first_start_s']:.2f} s, a restart holding the run's data "
+                         f"{b['postgresql_restart_s']:.2f} s, FerretDB on it {b['ferretdb_restart_s']:.2f} s; data "
+                         f"dir {b['data_mib']:,.0f} MiB")
+        else:
+            facts.append(f"SQLite: FerretDB restart {b['ferretdb_restart_s']:.2f} s; data dir {b['data_mib']:,.0f} MiB")
+    if facts:
+        lines += ["Start and disk, with everything the session stored: " + "; ".join(facts) + ".", ""]
+    return lines
 
 
 def _ingest_section(ingest: list[dict[str, Any]]) -> list[str]:
@@ -549,7 +611,7 @@ FOOTER = """## Findings
   service here, and even a predict route served outside Flask, which the stack's Flask services rule out,
   would still carry that per-request work past the budget.
 - **Prediction storage** is off the request path but not free on a two-core machine that also runs the
-  database. "Storing predictions in FerretDB" gives FerretDB's CPU per 1,000 stored rows. At one-row rates it
+  database. "Storing and reading rows" gives FerretDB's CPU per 1,000 stored rows. At one-row rates it
   keeps up (the storage check: every answered prediction stored). 1,000-row batches at full speed produce far
   more rows per second than FerretDB can insert, so the bounded buffer (`PREDICTION_BUFFER_MAX` per worker)
   drops the oldest predictions and counts them in `serving_predictions_dropped_total`, never silently (the
@@ -560,6 +622,20 @@ FOOTER = """## Findings
   `/data/latest`, the drift monitor and users' own queries read), so serving does not use it. A MongoDB on its
   own host removes the CPU competition (not measurable here: no MongoDB binary); the storage-off lines show the
   serving path's own capacity.
+- **FerretDB on PostgreSQL is not the faster native default here** ("Storing and reading rows", session
+  20261206T110940, one client on two cores shared with other work; session 20261206T110306, under more load,
+  gave the same picture). Against FerretDB on SQLite it stored predictions at 0.68x to 0.77x the rows/s (per
+  layout) and ETL rows at 0.74x, and read the training rows at 1.02x (0.94x to 1.53x from run to run: no
+  difference beyond the noise), while the database spent 1.4x to 1.6x the CPU per stored row and the same per
+  row read. FerretDB's own CPU is about the same on either backend (the FerretDB share of the PostgreSQL
+  column), so PostgreSQL's processes (WAL, heap and index writes, the checkpoint) come on top of it, where
+  SQLite works inside FerretDB's process; PostgreSQL's data dir also ended larger (WAL included). What
+  PostgreSQL could buy is several writers at once (SQLite takes one at a time), which this single-client
+  benchmark does not measure and two cores leave little room for. Adopting it would add Debian's
+  `postgresql-15` (25 MB to download and 85 MB installed on this image, which already had LLVM and ICU; about
+  65 MB and 270 MB on a minimal Debian; 13 s to install here) and a cluster per native stack (a new one,
+  initdb and start, 0.7 to 2.3 s; a restart 0.1 to 0.3 s), run as the `postgres` user under root. The native
+  default stays SQLite; devstack's `FerretDB(backend="postgresql")` and `PostgreSQL` stay for measuring.
 - **ETL ingest**: batching removes the per-call cost of `insert_one` (a round trip and a command each), but
   FerretDB still spends its own CPU on every stored document (its SQLite backend stores JSON), and the ETL
   writes two per row (the row and its pending mark, see `mlstack_core.rows`). SQLite has one writer, so most

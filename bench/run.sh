@@ -4,7 +4,8 @@
 #   bench/run.sh                          all benchmarks, 20 s x 3 runs, then the report
 #   bench/run.sh serving --seconds 5 --runs 1
 #   bench/run.sh report                   only re-render bench/README.md and the plot from the results file
-# The open-loop benchmark builds oha (crates.io, pinned) with bench/tools.sh on its first run (minutes).
+# The open-loop benchmark builds oha (crates.io, pinned) with bench/tools.sh on its first run (minutes); the storage
+# benchmark installs Debian's PostgreSQL with it (bench/tools.sh postgresql, seconds) on its first run.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
