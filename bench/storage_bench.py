@@ -11,8 +11,9 @@ Workloads, each with the project's own functions, one client, one call at a time
 - ``serving-writes``: predictions stored as serving stores them (``PredictionsRepository.insert``, an unordered
   ``insert_many``, into a collection with the monitor's ``created_at`` index), in three layouts:
   ``per-row`` (1,000-row requests, ``row_documents``: one document per row, one request per insert),
-  ``one-row`` (one-row requests, ``batch_documents``, 500 documents per insert: a writer flush) and ``bucket``
-  (one document per 1,000-row request, columns as arrays, built here);
+  ``one-row`` (one-row requests, ``batch_documents``, 500 documents per insert: a writer flush), ``arrays``
+  (one document per 1,000-row request, one array per feature, built here: a queryable bucket) and ``packed``
+  (what serving stores for an anonymous 1,000-row request: one bucket, the numbers packed, ``bucket_document``);
 - ``etl-ingest``: 1,000-row batches through ``RowsRepository.insert_batch`` with pending marks (the ETL's run:
   two documents per row);
 - ``training-read``: the training service's read of every labelled row (``training.data.load_training_data``)
@@ -110,8 +111,19 @@ def one_row(batches: list[Any]) -> list[list[dict[str, Any]]]:
     return [docs[i:i + FLUSH_DOCS] for i in range(0, len(docs), FLUSH_DOCS)]
 
 
-def bucket(batches: list[Any]) -> list[list[dict[str, Any]]]:
-    """One document per 1,000-row request, columns as arrays (this module's own bucket layout)."""
+def packed(batches: list[Any]) -> list[list[dict[str, Any]]]:
+    """What serving stores for an anonymous 1,000-row request: one bucket, inputs and predictions packed
+    (``batch_documents`` -> ``bucket_document``), one insert per request."""
+    from mlstack_core.predictions import batch_documents
+
+    docs = [batch_documents(batch) for batch in batches]
+    assert all(len(d) == 1 and "columns" in d[0] for d in docs), "serving no longer packs anonymous batches"
+    return docs
+
+
+def arrays(batches: list[Any]) -> list[list[dict[str, Any]]]:
+    """One document per 1,000-row request with the inputs as one array per feature (built here: the queryable
+    bucket serving does not use, measured to show what packing saves)."""
     from mlstack_core.data.generator import FEATURES
 
     return [[{
@@ -124,7 +136,7 @@ def bucket(batches: list[Any]) -> list[list[dict[str, Any]]]:
 
 
 LAYOUTS: dict[str, Callable[[list[Any]], list[list[dict[str, Any]]]]] = {
-    "per-row": per_row, "one-row": one_row, "bucket": bucket,
+    "per-row": per_row, "one-row": one_row, "arrays": arrays, "packed": packed,
 }
 
 
@@ -243,7 +255,7 @@ def _measure(backend: Backend, work: Callable[[], int], *, settle: bool) -> dict
 def serving_writes(db: Any, collection: str, inserts: list[list[dict[str, Any]]], layout: str) -> Callable[[], int]:
     """The serving writer's inserts (PredictionsRepository.insert) into a fresh collection, made with its index
     before the clock starts."""
-    from mlstack_core.predictions import PredictionsRepository
+    from mlstack_core.predictions import PredictionsRepository, document_rows
 
     repo = PredictionsRepository(db[collection])
     repo.ensure_indexes()
@@ -254,7 +266,7 @@ def serving_writes(db: Any, collection: str, inserts: list[list[dict[str, Any]]]
             result = repo.insert(docs)
             if result.refused or result.written != len(docs):
                 raise RuntimeError(f"{layout}: {result.written} of {len(docs)} written, refused {result.refused[:3]}")
-            rows += sum(doc.get("rows", 1) for doc in docs)  # a bucket document holds "rows" rows
+            rows += sum(document_rows(doc) for doc in docs)  # a bucket holds "rows" rows
         return rows
 
     return work
