@@ -240,8 +240,9 @@ def _serving_section(summary: dict, runs: list[dict[str, Any]], records: list[di
     if one_row:
         lines += [f"Prediction storage at one-row rates (memory run, session {one_row['session']}): "
                   f"{one_row['answered_rows_counted']:,} rows answered (counted by wrk), {one_row['stored']:,} "
-                  f"written (`serving_predictions_stored_total`), {one_row['documents_in_db']:,} documents in "
-                  f"MongoDB, {int(one_row['dropped_counted']):,} dropped. wrk does not count requests still in "
+                  f"written (`serving_predictions_stored_total`), {one_row['documents_in_db']:,} rows stored in "
+                  f"MongoDB (counted in both layouts), {int(one_row['dropped_counted']):,} dropped. wrk does not "
+                  "count requests still in "
                   "flight when a run ends; the server answers and stores them, so stored may exceed the count.", ""]
     if storage:
         s = storage[-1]
@@ -312,8 +313,9 @@ def _targets_section(summary: dict, records: list[dict[str, Any]]) -> list[str]:
                         f"{s['stored']:,} stored / {s['answered_rows_counted']:,} counted, "
                         f"{int(s['dropped_counted']):,} dropped", bool(s["complete"]),
                         "100k one-row requests at 8 clients (memory run)"
-                        + (f"; 1,000-row batches at 8 clients: {batch_share:.1%} stored, the rest dropped and "
-                           "counted" if batch_share is not None else "")))
+                        + (f"; 1,000-row batches at 8 clients: {batch_share:.1%} stored"
+                           + (", the rest dropped and counted" if batch_share < 1 else "")
+                           if batch_share is not None else "")))
     shutdown = _latest(records, "shutdown")
     if shutdown:
         s = shutdown[-1]
@@ -327,7 +329,8 @@ def _targets_section(summary: dict, records: list[dict[str, Any]]) -> list[str]:
     sessions = [r for r in records if r.get("bench") == "session"]
     share = get("ours", "batch_1000", 8, "stored_share")
     if share is not None:
-        budget_note += f"; storage on stored {share:.1%} of the answered rows, the buffer dropped the rest"
+        budget_note += f"; storage on stored {share:.1%} of the answered rows" + (
+            ", the buffer dropped the rest" if share < 1 else "")
     if mlflow_batches and "per-row" in cost and sessions:
         cores = sessions[-1]["machine"]["cores"]
         budget_ms = cores * 1000 / (4 * mlflow_batches)
@@ -441,7 +444,8 @@ def _soak_section(soak: list[dict[str, Any]]) -> list[str]:
 
 
 # Workloads of the storage benchmark and their layouts, in table order (bench/storage_bench.py).
-STORAGE_WORKLOADS = {"serving-writes": ("per-row", "one-row", "arrays", "packed"), "etl-ingest": ("rows",),
+STORAGE_WORKLOADS = {"serving-writes": ("per-row", "one-row", "one-row-packed", "arrays", "packed"),
+                     "etl-ingest": ("rows",),
                      "training-read": ("rows",)}
 STORAGE_BACKENDS = ("sqlite", "postgresql")
 
@@ -502,8 +506,10 @@ def _storage_section(storage: list[dict[str, Any]], backends: list[dict[str, Any
              "private cluster, durable defaults), the backends taking turns within every run. `serving-writes`: "
              "predictions through `PredictionsRepository.insert` into a collection with the monitor's index, "
              "`per-row` as 1,000-row requests in the per-row layout (`row_documents`), `one-row` as one-row "
-             "requests 500 documents per insert (a writer flush), `arrays` one document per 1,000-row request with "
-             "one array per feature (queryable; not used), `packed` what serving stores for an anonymous 1,000-row "
+             "requests 500 documents per insert (a writer flush, one document per row), `one-row-packed` the same "
+             "500 requests packed into one bucket per insert (what serving does), `arrays` one document per "
+             "1,000-row request with one array per feature (queryable; not used), `packed` what serving stores "
+             "for an anonymous 1,000-row "
              "request (one bucket, inputs and predictions as packed float64); `etl-ingest`: "
              "`RowsRepository.insert_batch` of 1,000-row batches with pending marks (two documents per row); "
              "`training-read`: `load_training_data` of every stored row. CPU is utime+stime of the "

@@ -285,8 +285,9 @@ def storage_check(stack: BenchStack, ours: Variant, expected: int, config: dict[
     if count_documents:
         with stack.ferretdb.client(socketTimeoutMS=600_000) as client:  # type: ignore[union-attr]
             from devstack.stack import DEFAULT_MONGO_DB
+            from mlstack_core.predictions import PredictionsRepository
 
-            record["documents_in_db"] = client[DEFAULT_MONGO_DB]["predictions"].count_documents({})
+            record["documents_in_db"] = PredictionsRepository(client[DEFAULT_MONGO_DB]["predictions"]).stored_rows()
     log.info("storage: %s", record)
     return append_result(record)
 

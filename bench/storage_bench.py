@@ -11,7 +11,9 @@ Workloads, each with the project's own functions, one client, one call at a time
 - ``serving-writes``: predictions stored as serving stores them (``PredictionsRepository.insert``, an unordered
   ``insert_many``, into a collection with the monitor's ``created_at`` index), in three layouts:
   ``per-row`` (1,000-row requests, ``row_documents``: one document per row, one request per insert),
-  ``one-row`` (one-row requests, ``batch_documents``, 500 documents per insert: a writer flush), ``arrays``
+  ``one-row`` (one-row requests, one document each, 500 per insert: a writer flush before it packed them),
+  ``one-row-packed`` (the same 500 one-row requests packed into one bucket per insert, as serving stores them),
+  ``arrays``
   (one document per 1,000-row request, one array per feature, built here: a queryable bucket) and ``packed``
   (what serving stores for an anonymous 1,000-row request: one bucket, the numbers packed, ``bucket_document``);
 - ``etl-ingest``: 1,000-row batches through ``RowsRepository.insert_batch`` with pending marks (the ETL's run:
@@ -102,13 +104,28 @@ def per_row(batches: list[Any]) -> list[list[dict[str, Any]]]:
     return [row_documents(batch) for batch in batches]
 
 
-def one_row(batches: list[Any]) -> list[list[dict[str, Any]]]:
-    """Serving's own documents of the same rows sent as one-row requests, FLUSH_DOCS documents per insert."""
-    from mlstack_core.predictions import batch_documents
+def _one_row_requests(batches: list[Any]) -> list[Any]:
+    """Every row of the batches as a one-row request of its own."""
+    return [_prediction_batch(batch.features[i:i + 1], uuid.uuid4().hex)
+            for batch in batches for i in range(len(batch))]
 
-    docs = [doc for batch in batches for i in range(len(batch))
-            for doc in batch_documents(_prediction_batch(batch.features[i:i + 1], uuid.uuid4().hex))]
+
+def one_row(batches: list[Any]) -> list[list[dict[str, Any]]]:
+    """The same rows sent as one-row requests, one document per row (``row_documents``, serving's layout for them
+    before it packed them), FLUSH_DOCS documents per insert."""
+    from mlstack_core.predictions import row_documents
+
+    docs = [doc for request in _one_row_requests(batches) for doc in row_documents(request)]
     return [docs[i:i + FLUSH_DOCS] for i in range(0, len(docs), FLUSH_DOCS)]
+
+
+def one_row_packed(batches: list[Any]) -> list[list[dict[str, Any]]]:
+    """The same one-row requests as serving's writer stores them: a flush of FLUSH_DOCS requests packed into one
+    bucket (``merge_batches``, ``batch_documents``), one insert per flush."""
+    from mlstack_core.predictions import batch_documents, merge_batches
+
+    requests = _one_row_requests(batches)
+    return [batch_documents(merge_batches(requests[i:i + FLUSH_DOCS])) for i in range(0, len(requests), FLUSH_DOCS)]
 
 
 def packed(batches: list[Any]) -> list[list[dict[str, Any]]]:
@@ -136,7 +153,7 @@ def arrays(batches: list[Any]) -> list[list[dict[str, Any]]]:
 
 
 LAYOUTS: dict[str, Callable[[list[Any]], list[list[dict[str, Any]]]]] = {
-    "per-row": per_row, "one-row": one_row, "arrays": arrays, "packed": packed,
+    "per-row": per_row, "one-row": one_row, "one-row-packed": one_row_packed, "arrays": arrays, "packed": packed,
 }
 
 

@@ -142,10 +142,12 @@ def test_an_anonymous_batch_is_one_bucket_and_the_windows_read_its_rows(db):
     one_row = PredictionBatch(np.ones((1, len(FEATURES))), np.array([1.5]), MODEL, "b", now - dt.timedelta(hours=1))
     bucketed = PredictionBatch(features, np.array([6.0, 6.1, 6.2, 6.3]), MODEL, "c", now)
     docs = [*batch_documents(labelled), *batch_documents(one_row), *batch_documents(bucketed)]
-    assert len(docs) == 4 and docs[-1]["rows"] == 4  # per row, per row, and one bucket for the batch
+    assert len(docs) == 4 and docs[-1]["rows"] == 4  # labelled per row, a one-row bucket, a bucket for the batch
     assert predictions.insert(docs).written == 4
-    stored = db["predictions"].find_one({"request_id": "c"})
+    stored = db["predictions"].find_one({"request_ids": "c"})
     assert stored["columns"] == list(FEATURES) and stored["dtype"] == "<f8" and stored["rows"] == 4
+    assert stored["request_rows"] == [4] and stored["created_at"].replace(tzinfo=dt.UTC) == now.replace(
+        microsecond=now.microsecond // 1000 * 1000)
     inputs, predicted = unpack_bucket(stored)  # as stored by the server, read back through the wire protocol
     assert inputs.tolist() == features.tolist() and predicted.tolist() == [6.0, 6.1, 6.2, 6.3]
     reordered = {**stored, "columns": stored["columns"][::-1],
@@ -155,10 +157,10 @@ def test_an_anonymous_batch_is_one_bucket_and_the_windows_read_its_rows(db):
         with pytest.raises((ValueError, KeyError, TypeError)):
             unpack_bucket({**stored, **broken})
 
-    inputs, predicted = predictions.recent_inputs(2)  # the newest rows: the bucket's first two
-    assert inputs.tolist() == features[:2].tolist() and predicted.tolist() == [6.0, 6.1]
+    inputs, predicted = predictions.recent_inputs(2)  # the newest rows: the bucket's last two, newest first
+    assert inputs.tolist() == features[:1:-1].tolist() and predicted.tolist() == [6.3, 6.2]
     inputs, predicted = predictions.recent_inputs(6)  # across layouts, newest first
-    assert predicted.tolist() == [6.0, 6.1, 6.2, 6.3, 1.5, 0.0] and inputs[4].tolist() == [1.0] * len(FEATURES)
+    assert predicted.tolist() == [6.3, 6.2, 6.1, 6.0, 1.5, 0.0] and inputs[4].tolist() == [1.0] * len(FEATURES)
     predicted, quality = predictions.recent_labelled(10)  # buckets carry no quality
     assert quality.tolist() == [5.0, 6.0] and predicted.tolist() == [0.0, 0.0]
     assert predictions.stored_rows() == 7

@@ -1,8 +1,9 @@
 """Stores anonymous predictions in MongoDB in batches, off the request path, and flushes on shutdown.
 
-A request only appends its arrays to an in-memory deque (microseconds); a thread turns them into documents
-(:func:`mlstack_core.predictions.batch_documents`: one per row, or one bucket per anonymous batch) and writes
-them with ``insert_many`` every ``PREDICTION_FLUSH_SECONDS``, at most ``FLUSH_CHUNK_ROWS`` rows per call, so one
+A request only appends its arrays to an in-memory deque (microseconds); a thread packs what a flush holds into
+buckets (consecutive anonymous requests of one model merged, :func:`mlstack_core.predictions.merge_batches`, up
+to ``FLUSH_CHUNK_ROWS`` rows each; labelled rows stay one document per row) and writes them with
+``insert_many`` every ``PREDICTION_FLUSH_SECONDS``, at most ``FLUSH_CHUNK_ROWS`` rows per call, so one
 call stays well inside the socket timeout even with a backlog (a call that times out while the server goes on
 writing, then sent again with more, is how a slow FerretDB fell ever further behind). Each document's ``_id``
 is fixed when the thread first builds it and kept while it waits for a retry, so a flush that timed out after
@@ -27,7 +28,14 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from mlstack_core.predictions import PredictionBatch, PredictionsRepository, batch_documents, document_rows
+from mlstack_core.predictions import (
+    PredictionBatch,
+    PredictionsRepository,
+    batch_documents,
+    document_rows,
+    is_packable,
+    merge_batches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +167,7 @@ class PredictionWriter:
 
     def flush(self) -> bool:
         """Write everything buffered now; False (and kept for later, same _ids) when MongoDB fails."""
-        entries = self._take()
+        entries = _packed(self._take())
         if not entries:
             return True
         with self._lock:
@@ -242,3 +250,29 @@ class PredictionWriter:
                 self._count_drops(lost)
             self._on_dropped(lost)
             logger.error("shutdown: %d predictions could not be stored (counted as dropped)", lost)
+
+
+def _packed(entries: list[_Queued]) -> list[_Queued]:
+    """Consecutive packable entries of one model, not built yet, merged into one (up to FLUSH_CHUNK_ROWS rows):
+    one bucket document each. Entries built before (a retry) keep their documents, so their _ids."""
+    out: list[_Queued] = []
+    run: list[_Queued] = []
+
+    def close() -> None:
+        if len(run) > 1:
+            out.append(_Queued(merge_batches([entry.batch for entry in run])))
+        else:
+            out.extend(run)
+        run.clear()
+
+    for entry in entries:
+        mergeable = entry.docs is None and is_packable(entry.batch)
+        if not (mergeable and run and entry.batch.model == run[0].batch.model
+                and sum(len(e) for e in run) + len(entry) <= FLUSH_CHUNK_ROWS):
+            close()
+        if mergeable:
+            run.append(entry)
+        else:
+            out.append(entry)
+    close()
+    return out

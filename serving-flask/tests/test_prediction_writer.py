@@ -70,10 +70,11 @@ class Clock:
         return self.now
 
 
-def batch(tag: int, rows: int = 10) -> PredictionBatch:
-    """A batch whose predictions are all `tag`, so the stored documents tell which batches survived."""
-    return PredictionBatch(np.full((rows, 11), 1.0), np.full(rows, float(tag)), MODEL, f"req-{tag}",
-                           dt.datetime.now(dt.UTC))
+def batch(tag: int, rows: int = 10, *, labelled: bool = False, model: dict | None = None) -> PredictionBatch:
+    """A batch whose predictions are all `tag`, so the stored documents tell which batches survived; labelled
+    (true quality sent by the ETL's token) it is stored one document per row, else packed."""
+    return PredictionBatch(np.full((rows, 11), 1.0), np.full(rows, float(tag)), model or MODEL, f"req-{tag}",
+                           dt.datetime.now(dt.UTC), quality=[6] * rows if labelled else None)
 
 
 def make_writer(collection: FakeCollection, max_rows: int = 100, clock: Clock | None = None):
@@ -163,7 +164,7 @@ def test_documents_refused_by_mongodb_are_counted_as_dropped_not_written(caplog)
     collection = FakeCollection()
     writer, counts = make_writer(collection)
     for tag in range(10):
-        writer.add(batch(tag, rows=1))  # one-row requests: a document each
+        writer.add(batch(tag, rows=1, labelled=True))  # labelled rows: a document each
     refused = [{"index": i, "code": 121, "errmsg": "Document failed validation"} for i in range(3)]
     collection.error = BulkWriteError({"writeErrors": refused, "nInserted": 7})
     with caplog.at_level(logging.ERROR, logger="serving.prediction_writer"):
@@ -176,7 +177,7 @@ def test_documents_refused_by_mongodb_are_counted_as_dropped_not_written(caplog)
 def test_a_refused_bucket_counts_every_row_it_holds():
     collection = FakeCollection()
     writer, counts = make_writer(collection)
-    writer.add(batch(1, rows=1))
+    writer.add(batch(1, rows=1, labelled=True))
     writer.add(batch(2, rows=10))
     collection.error = BulkWriteError({"writeErrors": [{"index": 1, "code": 121, "errmsg": "too large"}],
                                        "nInserted": 1})
@@ -185,16 +186,23 @@ def test_a_refused_bucket_counts_every_row_it_holds():
     assert writer.dropped == counts["dropped"] == 10
 
 
-def test_anonymous_predictions_get_fresh_ids_and_no_row_id_or_quality():
+def test_anonymous_predictions_of_a_flush_are_packed_per_model_in_order():
     collection = FakeCollection()
-    writer, _ = make_writer(collection)
-    writer.add(batch(1, rows=1))
-    writer.add(batch(2, rows=1))
-    writer.add(batch(3, rows=3))
-    writer.flush()
-    assert len({doc["_id"] for doc in collection.inserted}) == 3  # two one-row documents and one bucket
-    assert all("row_id" not in doc and "quality" not in doc for doc in collection.inserted)
-    assert [doc["rows"] for doc in collection.inserted if "predictions" in doc] == [3]
+    writer, counts = make_writer(collection)
+    other = {"name": "m", "version": "2", "run_id": "r2"}
+    for entry in (batch(1, rows=1), batch(2, rows=1), batch(3, rows=3), batch(4, rows=1, model=other),
+                  batch(5, rows=2, labelled=True), batch(6, rows=1), batch(7, rows=1)):
+        writer.add(entry)
+    assert writer.flush() is True
+    kinds = [(doc.get("request_ids"), doc.get("model_version")) if "predictions" in doc else doc["request_id"]
+             for doc in collection.inserted]
+    # One bucket per run of one model's anonymous requests; labelled rows one document each, in their place.
+    assert kinds == [(["req-1", "req-2", "req-3"], "1"), (["req-4"], "2"), "req-5", "req-5", (["req-6", "req-7"], "1")]
+    assert [doc["request_rows"] for doc in collection.inserted if "predictions" in doc] == [[1, 1, 3], [1], [1, 1]]
+    assert stored_rows(collection) == [1.0, 2.0, 3.0, 3.0, 3.0, 4.0, 5.0, 5.0, 6.0, 7.0]
+    assert len({doc["_id"] for doc in collection.inserted}) == 5
+    assert all("row_id" not in doc and "quality" not in doc for doc in collection.inserted if "predictions" in doc)
+    assert writer.written == counts["written"] == 10
 
 
 def test_a_backlog_is_written_in_bounded_calls_and_a_failed_call_keeps_the_rest_in_order(monkeypatch):

@@ -21,6 +21,7 @@ from pymongo import MongoClient
 
 from devstack.polling import wait_until
 from mlstack_core.data.generator import FEATURES, TARGET, generate_frame
+from mlstack_core.predictions import PredictionsRepository
 
 pytestmark = pytest.mark.e2e
 
@@ -96,6 +97,6 @@ def test_sigterm_under_load_stores_every_answered_prediction(native_stack_factor
     wait_until(lambda: not gunicorn.running, 60, "Gunicorn to exit after SIGTERM")
 
     with MongoClient(stack.mongo_uri, serverSelectionTimeoutMS=5000) as mongo:
-        stored = mongo[DATABASE]["predictions"].count_documents({})
+        stored = PredictionsRepository(mongo[DATABASE]["predictions"]).stored_rows()  # packed: rows, not documents
     assert outcomes[200] > 100, outcomes  # the load really ran
     assert stored == outcomes[200], f"{stored} stored for {outcomes[200]} answers 200 ({dict(outcomes)})"

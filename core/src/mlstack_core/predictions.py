@@ -1,16 +1,17 @@
 """The predictions collection (``DUMMY.predictions`` by default): the one owner of the prediction document.
 
-Two layouts, both with ``model_name``, ``model_version``, ``run_id``, ``request_id`` and ``created_at``:
+Two layouts, both with ``model_name``, ``model_version``, ``run_id`` and ``created_at``:
 
-- **per row** (rows the ETL forwarded, labelled rows, and every one-row request): one document per predicted
-  row, the 11 inputs by feature name (``inputs``), ``prediction`` and, for the ETL's rows, ``row_id`` and the
-  row's true ``quality``;
-- **bucket** (an anonymous request of several rows): one document for the whole request, ``rows`` (the count),
-  ``columns`` (the feature names), ``dtype`` (``"<f8"``) and two binaries: ``inputs``, the rows x columns
-  matrix, row-major, and ``predictions``, both little-endian float64 (``numpy.frombuffer``;
-  :func:`unpack_bucket`). Storing a 1,000-row batch as one packed document costs FerretDB a small fraction of
-  the CPU of 1,000 documents or of one document of arrays (``bench/README.md``, storage), and nothing reads an
-  anonymous prediction by id or by a field of its inputs.
+- **per row** (rows the ETL forwarded, and labelled rows): one document per predicted row, the 11 inputs by
+  feature name (``inputs``), ``prediction``, ``request_id`` and, for the ETL's rows, ``row_id`` and the row's true
+  ``quality``;
+- **bucket** (anonymous predictions: the writer packs what one flush holds of a model, one-row requests and
+  batches alike, into one): ``rows`` (the count), ``columns`` (the feature names), ``dtype`` (``"<f8"``), two
+  binaries, ``inputs`` (the rows x columns matrix, row-major) and ``predictions``, both little-endian float64
+  (``numpy.frombuffer``; :func:`unpack_bucket`), ``request_ids`` and ``request_rows`` (which request each run of
+  rows came from, in order) and ``created_at`` (its newest request's). FerretDB stores rows this way for a small
+  fraction of the CPU of one document per row or of one document of arrays (``bench/README.md``, storage), and
+  nothing reads an anonymous prediction by id or by a field of its inputs.
 
 The ``_id`` is fixed before the first write attempt and never changes:
 
@@ -68,9 +69,23 @@ class PredictionBatch:
     created_at: dt.datetime
     row_ids: list[str] | None = None  # the ETL's row ids (service callers only): the documents' _ids
     quality: list[int | None] | None = None  # true quality sent by the ETL, for live error monitoring
+    # Several anonymous requests packed together (merge_batches): (request id, rows) of each, in order.
+    parts: tuple[tuple[str | None, int], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.predictions)
+
+
+def merge_batches(batches: Sequence[PredictionBatch]) -> PredictionBatch:
+    """Several packable batches of one model (:func:`is_packable`, same ``model``) as one, rows in order; its
+    ``created_at`` is the newest batch's, its ``parts`` say which request each run of rows came from."""
+    if not batches or not all(is_packable(b) and b.model == batches[0].model for b in batches):
+        raise ValueError("only packable batches of one model merge")
+    parts = tuple(part for b in batches for part in (b.parts or ((b.request_id, len(b)),)))
+    return PredictionBatch(
+        np.concatenate([b.features for b in batches]), np.concatenate([b.predictions for b in batches]),
+        batches[0].model, None, max(b.created_at for b in batches), parts=parts,
+    )
 
 
 def document_id(row_id: str) -> Any:
@@ -78,14 +93,16 @@ def document_id(row_id: str) -> Any:
     return ObjectId(row_id) if ObjectId.is_valid(row_id) else row_id
 
 
-def is_bucketed(batch: PredictionBatch) -> bool:
-    """Whether a batch is stored as one bucket document: several rows, no row ids, no true quality."""
-    return batch.row_ids is None and batch.quality is None and len(batch) > 1
+def is_packable(batch: PredictionBatch) -> bool:
+    """Whether a batch is stored packed in a bucket: anonymous (no row ids) and unlabelled (no true quality)."""
+    return batch.row_ids is None and batch.quality is None
 
 
 def bucket_document(batch: PredictionBatch) -> dict[str, Any]:
-    """One document for a whole anonymous batch: the inputs as one packed matrix, rows in the request's order,
-    columns named by ``columns``, and the predictions packed alike (little-endian float64; :func:`unpack_bucket`)."""
+    """One document for packable predictions (one request, or several merged): the inputs as one packed matrix,
+    rows in order, columns named by ``columns``, the predictions packed alike (little-endian float64;
+    :func:`unpack_bucket`), and which request each run of rows came from (``request_ids``, ``request_rows``)."""
+    parts = batch.parts or ((batch.request_id, len(batch)),)
     return {
         "_id": ObjectId(),
         "rows": len(batch),
@@ -96,7 +113,8 @@ def bucket_document(batch: PredictionBatch) -> dict[str, Any]:
         "model_name": batch.model["name"],
         "model_version": batch.model["version"],
         "run_id": batch.model["run_id"],
-        "request_id": batch.request_id,
+        "request_ids": [request_id for request_id, _ in parts],
+        "request_rows": [rows for _, rows in parts],
         "created_at": batch.created_at,
     }
 
@@ -123,11 +141,12 @@ def document_rows(doc: dict[str, Any]) -> int:
 
 
 def _doc_rows(doc: dict[str, Any]) -> Iterator[list[float]]:
-    """A document's rows as [inputs in FEATURES order..., prediction]; malformed documents give none."""
+    """A document's rows as [inputs in FEATURES order..., prediction], newest first (a bucket's last rows came
+    last); malformed documents give none."""
     try:
         if "predictions" in doc:  # a bucket
             inputs, predictions = unpack_bucket(doc)
-            yield from np.column_stack([inputs, predictions]).tolist()
+            yield from np.column_stack([inputs, predictions])[::-1].tolist()
             return
         inputs = doc.get("inputs") or {}
         row = [*(float(inputs[name]) for name in FEATURES), float(doc["prediction"])]
@@ -137,9 +156,9 @@ def _doc_rows(doc: dict[str, Any]) -> Iterator[list[float]]:
 
 
 def batch_documents(batch: PredictionBatch) -> list[dict[str, Any]]:
-    """The documents of a batch, each with its final _id (the row's id, or a new ObjectId): one bucket for an
-    anonymous batch of several rows (:func:`is_bucketed`), else one per row."""
-    return [bucket_document(batch)] if is_bucketed(batch) else row_documents(batch)
+    """The documents of a batch, each with its final _id (the row's id, or a new ObjectId): one bucket when it is
+    packable (:func:`is_packable`), else one per row."""
+    return [bucket_document(batch)] if is_packable(batch) else row_documents(batch)
 
 
 def row_documents(batch: PredictionBatch) -> list[dict[str, Any]]:
