@@ -6,13 +6,14 @@ import pytest
 from flask import Flask, jsonify, request
 
 from mlstack_core.errors import register_error_handlers
-from mlstack_core.json_request import MAX_JSON_DEPTH, JsonRequest, bracket_depth_exceeds
+from mlstack_core.json_request import MAX_JSON_DEPTH, JsonProvider, JsonRequest, bracket_depth_exceeds
 
 
 @pytest.fixture
 def client():
     app = Flask(__name__)
     app.request_class = JsonRequest
+    app.json = JsonProvider(app)
     register_error_handlers(app)
 
     @app.post("/echo")
@@ -121,3 +122,31 @@ def test_a_query_string_that_is_not_utf8_is_a_400(client):
     # Percent-encoded, the same byte is Werkzeug's business and reads as text.
     encoded = client.get("/args", environ_overrides={"QUERY_STRING": "n=%FF&m=%C2%B2"})
     assert encoded.get_json() == {"args": {"n": "%FF", "m": "\u00b2"}}
+
+
+# Bodies orjson refuses or reads otherwise than the standard library, and ordinary ones.
+PROVIDER_BODIES = [
+    b'{"alcohol": 9.4, "pH": 3.51, "rows": [1, 2.5, -0.0, 1.5e-320, true, null, "\xc3\xa9"]}',
+    b'{"a": 1, "a": 2}', b'\xef\xbb\xbf{"a": 1}', b'{"a": NaN}', b'[-Infinity]', b'{"a": 1e400}', b'"\\ud800"',
+    b"[" + b"7" * 5000 + b"]", b"[-" + b"9" * 400 + b"]", '{"a": [1, 2]}'.encode("utf-16"), b"[1,]", b"{'a': 1}",
+    b"", b"\xff\xfe\x00", b'"\x7f"', b"9007199254740993",
+]
+
+
+def _outcome(parse, body: bytes):
+    try:
+        return ("ok", repr(parse(body)))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
+        return ("error", type(exc).__name__)
+
+
+@pytest.mark.parametrize("body", PROVIDER_BODIES, ids=range(len(PROVIDER_BODIES)))
+def test_the_provider_parses_and_fails_exactly_as_the_standard_library(body):
+    provider = JsonProvider(Flask(__name__))
+    assert _outcome(provider.loads, body) == _outcome(json.loads, body)
+
+
+def test_an_integer_beyond_64_bits_comes_back_as_the_nearest_float():
+    provider = JsonProvider(Flask(__name__))
+    assert provider.loads(b"[12345678901234567890123]") == [float(12345678901234567890123)]
+    assert provider.loads("[1]") == [1] and isinstance(provider.loads("[1]")[0], int)

@@ -15,7 +15,7 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, 
 
 from mlstack_core import metrics, request_id
 from mlstack_core.errors import register_error_handlers
-from mlstack_core.json_request import JsonRequest
+from mlstack_core.json_request import JsonProvider, JsonRequest
 from mlstack_core.logs import configure_logging
 from mlstack_core.mongo import MongoProvider
 from mlstack_core.openapi import HealthAnswer, ReadyAnswer, document, install_openapi
@@ -35,6 +35,7 @@ def create_base_app(
                       log_format=settings.log_format, to_file=settings.log_file)
     app = Flask(import_name)
     app.request_class = JsonRequest
+    app.json = JsonProvider(app)
     app.config.update(
         MLSTACK_SETTINGS=settings,
         MAX_CONTENT_LENGTH=max_body_bytes,
