@@ -21,6 +21,7 @@ import requests
 from bench.common import append_result, loadavg
 from bench.serving_bench import payloads, wait_all_workers_on
 from bench.stack import BenchStack
+from mlstack_core.predictions import PredictionsRepository
 
 log = logging.getLogger("bench")
 
@@ -53,7 +54,7 @@ def run(*, threads: int | None = None, clients: int = 4, before_s: float = 4.0, 
         wait_all_workers_on(ours, version)
         assert stack.ferretdb is not None
         with stack.ferretdb.client() as client:
-            before = client[DATABASE]["predictions"].count_documents({})
+            before = PredictionsRepository(client[DATABASE]["predictions"]).stored_rows()
         counts: collections.Counter = collections.Counter()
         lock = threading.Lock()
         stop = threading.Event()
@@ -81,7 +82,7 @@ def run(*, threads: int | None = None, clients: int = 4, before_s: float = 4.0, 
                 break
             time.sleep(0.05)
         with stack.ferretdb.client() as client:
-            stored = client[DATABASE]["predictions"].count_documents({}) - before
+            stored = PredictionsRepository(client[DATABASE]["predictions"]).stored_rows() - before
         record = {
             "bench": "shutdown", "clients": clients, "answered_200": counts[200],
             "answered_200_before_sigterm": answered_before_signal, "stored": stored,
