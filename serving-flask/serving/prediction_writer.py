@@ -257,6 +257,7 @@ def _packed(entries: list[_Queued]) -> list[_Queued]:
     one bucket document each. Entries built before (a retry) keep their documents, so their _ids."""
     out: list[_Queued] = []
     run: list[_Queued] = []
+    run_rows = 0
 
     def close() -> None:
         if len(run) > 1:
@@ -268,10 +269,12 @@ def _packed(entries: list[_Queued]) -> list[_Queued]:
     for entry in entries:
         mergeable = entry.docs is None and is_packable(entry.batch)
         if not (mergeable and run and entry.batch.model == run[0].batch.model
-                and sum(len(e) for e in run) + len(entry) <= FLUSH_CHUNK_ROWS):
+                and run_rows + len(entry) <= FLUSH_CHUNK_ROWS):
             close()
+            run_rows = 0
         if mergeable:
             run.append(entry)
+            run_rows += len(entry)
         else:
             out.append(entry)
     close()
