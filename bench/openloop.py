@@ -28,16 +28,18 @@ def oha_binary() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def run_oha(url: str, body: bytes, *, rate: float, seconds: float, connections: int = 32,
+def run_oha(url: str, body: bytes, *, rate: float | None, seconds: float, connections: int = 32,
             timeout_s: float = 5.0, oha: str | None = None) -> dict[str, Any]:
     """POST body to url at `rate` requests/s for `seconds` over up to `connections` connections (latency
-    corrected); returns requests, achieved req/s, p50/p90/p99/p99.9/max in ms and errors."""
+    corrected); returns requests, achieved req/s, p50/p90/p99/p99.9/max in ms and errors. ``rate=None``: closed
+    loop, each connection sends its next request when the answer came (the maximum with oha's own CPU cost)."""
     oha = oha or oha_binary()
+    pacing = [] if rate is None else ["-q", f"{rate:.1f}", "--latency-correction"]
     with tempfile.TemporaryDirectory(prefix="bench-oha-") as tmp:
         body_path = Path(tmp) / "body.json"
         body_path.write_bytes(body)
-        argv = [oha, "--no-tui", "--output-format", "json", "-z", f"{seconds:g}s", "-q", f"{rate:.1f}",
-                "--latency-correction", "-w", "-c", str(connections), "-t", f"{timeout_s:g}s", "-m", "POST",
+        argv = [oha, "--no-tui", "--output-format", "json", "-z", f"{seconds:g}s", *pacing,
+                "-w", "-c", str(connections), "-t", f"{timeout_s:g}s", "-m", "POST",
                 "-H", "Content-Type: application/json", "-D", str(body_path), url]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if out.returncode != 0:

@@ -647,30 +647,30 @@ FOOTER = """## Findings
   service here, and even a predict route served outside Flask, which the stack's Flask services rule out,
   would still carry that per-request work past the budget.
 - **Prediction storage** is off the request path but not free on a two-core machine that also runs the
-  database. "Storing and reading rows" gives FerretDB's CPU per 1,000 stored rows. At one-row rates it
-  keeps up (the storage check: every answered prediction stored). 1,000-row batches at full speed produce far
-  more rows per second than FerretDB can insert, so the bounded buffer (`PREDICTION_BUFFER_MAX` per worker)
-  drops the oldest predictions and counts them in `serving_predictions_dropped_total`, never silently (the
-  "stored" column; the `PredictionsDropped` alert fires). With one document per row, FerretDB's CPU for one
-  batch's rows alone is above the whole CPU budget that 4x mlflow serve allows on this machine (targets
-  table), so that target is out of reach here with storage on. The bucket layout (one document per batch,
-  column arrays) costs FerretDB less per row but gives up one queryable document per prediction (what
-  `/data/latest`, the drift monitor and users' own queries read), so serving does not use it. A MongoDB on its
-  own host removes the CPU competition (not measurable here: no MongoDB binary); the storage-off lines show the
-  serving path's own capacity.
-- **FerretDB on PostgreSQL is not the faster native default here** ("Storing and reading rows", session
-  20261206T110940, one client on two cores shared with other work; session 20261206T110306, under more load,
-  gave the same picture). Against FerretDB on SQLite it stored predictions at 0.68x to 0.77x the rows/s (per
-  layout) and ETL rows at 0.74x, and read the training rows at 1.02x (0.94x to 1.53x from run to run: no
-  difference beyond the noise), while the database spent 1.4x to 1.6x the CPU per stored row and the same per
-  row read. FerretDB's own CPU is about the same on either backend (the FerretDB share of the PostgreSQL
-  column), so PostgreSQL's processes (WAL, heap and index writes, the checkpoint) come on top of it, where
-  SQLite works inside FerretDB's process; PostgreSQL's data dir also ended larger (WAL included). What
-  PostgreSQL could buy is several writers at once (SQLite takes one at a time), which this single-client
-  benchmark does not measure and two cores leave little room for. Adopting it would add Debian's
-  `postgresql-15` (25 MB to download and 85 MB installed on this image, which already had LLVM and ICU; about
-  65 MB and 270 MB on a minimal Debian; 13 s to install here) and a cluster per native stack (a new one,
-  initdb and start, 0.7 to 2.3 s; a restart 0.1 to 0.3 s), run as the `postgres` user under root. The native
+  database: every CPU millisecond FerretDB spends storing is taken from serving and the load generator.
+  "Storing and reading rows" gives its CPU per 1,000 stored rows per layout. One document per row costs it
+  tens of milliseconds per 1,000 rows (it stores JSON and indexes each document), one document of arrays less
+  but still most of that (it converts every number), and a packed bucket (two binaries) a small fraction,
+  so serving packs every anonymous prediction: what one flush of a worker's writer holds of a model becomes
+  one bucket, one-row requests included (before session 20261206T120307 one-row requests were one document
+  each and 1,000-row batches one document of arrays, then one packed bucket per request). Packing is why
+  1,000-row batches at full speed are now stored in full (the "stored" column), where one document per row
+  made the bounded buffer (`PREDICTION_BUFFER_MAX` per worker) drop most of them (counted in
+  `serving_predictions_dropped_total`, never silently). The price is that an anonymous prediction cannot be
+  queried by input value in MongoDB (nothing in the stack does; the drift monitor unpacks the newest buckets).
+  The ETL's rows keep one document per row: they are read by id.
+- **FerretDB on PostgreSQL is not the faster native default here** ("Storing and reading rows": the ratios
+  are medians of per-run ratios in one session, one client, two cores). In every session so far FerretDB on
+  PostgreSQL stored predictions and ETL rows at fewer rows/s than on SQLite while the database spent more CPU
+  per stored row, and read the training rows at about the same speed (the ratio moved from run to run around
+  1x). FerretDB's own CPU is about the same on either backend (the FerretDB share of the PostgreSQL column),
+  so PostgreSQL's processes (WAL, heap and index writes, the checkpoint) come on top of it, where SQLite works
+  inside FerretDB's process; PostgreSQL's data dir also ends larger (WAL included). What PostgreSQL could buy
+  is several writers at once (SQLite takes one at a time), which this single-client benchmark does not
+  measure and two cores leave little room for. Adopting it would add Debian's `postgresql-15` (25 MB to
+  download and 85 MB installed on this image, which already had LLVM and ICU; about 65 MB and 270 MB on a
+  minimal Debian; 13 s to install here) and a cluster per native stack (a new one, initdb and start, 0.7 to
+  2.3 s; a restart 0.1 to 0.3 s, measured 2026-12-06), run as the `postgres` user under root. The native
   default stays SQLite; devstack's `FerretDB(backend="postgresql")` and `PostgreSQL` stay for measuring.
 - **ETL ingest**: batching removes the per-call cost of `insert_one` (a round trip and a command each), but
   FerretDB still spends its own CPU on every stored document (its SQLite backend stores JSON), and the ETL
@@ -773,7 +773,8 @@ def _openloop_section(runs: list[dict[str, Any]], maxima: list[dict[str, Any]],
     lines = [title, "",
              f"Session {first['session']} ({first['time'][:16].replace('T', ' ')} UTC)"
              + (f", `python -m bench {' '.join(session['argv'])}`" if session else "")
-             + f": each variant's maximum measured first with wrk ({maxima[0]['clients'] if maxima else 8} "
+             + f": each variant's maximum measured first with {maxima[0].get('generator', 'wrk') if maxima else 'oha'}"
+             f" ({maxima[0]['clients'] if maxima else 8} "
              f"keep-alive connections, closed loop, {first['run_seconds']:g} s: {max_text}), then oha (built from "
              f"crates.io by `bench/tools.sh oha`) sending one-row requests through Nginx at fixed shares of it "
              f"for {first['run_seconds']:g} s per point, {first['runs']} run(s), up to {first['connections']} "
