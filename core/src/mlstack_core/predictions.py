@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import itertools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,19 +139,17 @@ def document_rows(doc: dict[str, Any]) -> int:
     return rows if isinstance(rows, int) and "predictions" in doc else 1
 
 
-def _doc_rows(doc: dict[str, Any]) -> Iterator[list[float]]:
-    """A document's rows as [inputs in FEATURES order..., prediction], newest first (a bucket's last rows came
-    last); malformed documents give none."""
+def _doc_rows(doc: dict[str, Any]) -> np.ndarray:
+    """A document's rows as a matrix of [inputs in FEATURES order..., prediction], newest first (a bucket's last
+    rows came last); a malformed document gives no rows."""
     try:
         if "predictions" in doc:  # a bucket
             inputs, predictions = unpack_bucket(doc)
-            yield from np.column_stack([inputs, predictions])[::-1].tolist()
-            return
+            return np.column_stack([inputs, predictions])[::-1]
         inputs = doc.get("inputs") or {}
-        row = [*(float(inputs[name]) for name in FEATURES), float(doc["prediction"])]
+        return np.array([[*(float(inputs[name]) for name in FEATURES), float(doc["prediction"])]])
     except (KeyError, TypeError, ValueError):
-        return
-    yield row
+        return np.empty((0, len(FEATURES) + 1))
 
 
 def batch_documents(batch: PredictionBatch) -> list[dict[str, Any]]:
@@ -266,20 +263,23 @@ class PredictionsRepository:
 
     def recent_inputs(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Inputs (matrix in FEATURES order) and predicted values of the n newest stored predicted rows, from
-        both layouts (a bucket's rows in their request order); malformed documents are left out."""
+        both layouts (a bucket's newest rows first); malformed documents are left out."""
         # n documents hold at least n rows; small batches so that buckets stop the read early.
         fields = ("inputs", "prediction", "predictions", "rows", "columns", "dtype")
         cursor = (
             self.col.find({}, {**dict.fromkeys(fields, 1), "_id": 0})
             .sort("created_at", DESCENDING).limit(n).batch_size(min(n, 64))
         )
-        rows: list[list[float]] = []
+        parts: list[np.ndarray] = []
+        found = 0
         with cursor:
             for doc in cursor:
-                rows.extend(itertools.islice(_doc_rows(doc), n - len(rows)))
-                if len(rows) >= n:
+                part = _doc_rows(doc)[: n - found]  # a bucket's rows stay one array: no per-row lists
+                parts.append(part)
+                found += len(part)
+                if found >= n:
                     break
-        data = np.array(rows, dtype=np.float64).reshape(-1, len(FEATURES) + 1)
+        data = np.concatenate(parts) if parts else np.empty((0, len(FEATURES) + 1))
         return data[:, :-1], data[:, -1]
 
     def recent_labelled(self, n: int) -> tuple[np.ndarray, np.ndarray]:
