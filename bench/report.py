@@ -95,11 +95,10 @@ def serving_summary(records: list[dict[str, Any]]) -> dict[tuple[str, str, int],
 def _paired_cpu_ratio(records: list[dict[str, Any]], variant: str, base: str, scenario: str = "one_row",
                       clients: int = 8) -> float | None:
     """Median over runs of variant's app CPU per request over base's in the same run (serving benchmark)."""
-    runs = [r for r in _latest(records, "serving") if r["scenario"] == scenario and r["clients"] == clients]
-    base_cpu = {r["run"]: r["cpu_s_per_1000_requests"]["app"] for r in runs if r["variant"] == base}
-    per_run = [r["cpu_s_per_1000_requests"]["app"] / base_cpu[r["run"]] for r in runs
-               if r["variant"] == variant and base_cpu.get(r["run"]) and r["cpu_s_per_1000_requests"]["app"]]
-    return median(per_run) if per_run else None
+    runs = [r for r in _latest(records, "serving") if r["scenario"] == scenario and r["clients"] == clients
+            and r["cpu_s_per_1000_requests"]["app"]]
+    return _paired_ratio([r for r in runs if r["variant"] == base], [r for r in runs if r["variant"] == variant],
+                         lambda r: r["cpu_s_per_1000_requests"]["app"])
 
 
 def _stored_share(items: list[dict[str, Any]]) -> float | None:
