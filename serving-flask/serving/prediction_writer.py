@@ -3,7 +3,10 @@
 A request only appends its arrays to an in-memory deque (microseconds); a thread packs what a flush holds into
 buckets (consecutive anonymous requests of one model merged, :func:`mlstack_core.predictions.merge_batches`, up
 to ``FLUSH_CHUNK_ROWS`` rows each; labelled rows stay one document per row) and writes them with
-``insert_many`` every ``PREDICTION_FLUSH_SECONDS``, at most ``FLUSH_CHUNK_ROWS`` rows per call, so one
+``insert_many`` every ``PREDICTION_FLUSH_SECONDS``, or at once when a full call's worth (``FLUSH_CHUNK_ROWS``)
+is waiting, so under load it writes back to back instead of sleeping while the buffer fills (a fixed pause
+after each flush held fast batch traffic at the buffer's bound: rows dropped while FerretDB had room to spare);
+at most ``FLUSH_CHUNK_ROWS`` rows per call, so one
 call stays well inside the socket timeout even with a backlog (a call that times out while the server goes on
 writing, then sent again with more, is how a slow FerretDB fell ever further behind). Each document's ``_id``
 is fixed when the thread first builds it and kept while it waits for a retry, so a flush that timed out after
@@ -106,6 +109,8 @@ class PredictionWriter:
         with self._lock:
             self._queue.append(_Queued(batch))
             self._buffered_rows += len(batch)
+            if self._buffered_rows >= FLUSH_CHUNK_ROWS:
+                self._wake.set()  # a full call is waiting: write now, not at the end of the interval
             overflow = self._buffered_rows - self._max_rows
             # Bounded memory while MongoDB is down: the oldest predictions go first, counted and logged.
             while overflow > 0 and self._queue:
@@ -222,7 +227,10 @@ class PredictionWriter:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._stop.wait(self._flush_seconds)
+            self._wake.wait(self._flush_seconds)  # set early by add() on a backlog, and by close()
+            self._wake.clear()
+            if self._stop.is_set():
+                break  # close() writes what is left
             try:
                 self.flush()
             except Exception:
@@ -233,6 +241,7 @@ class PredictionWriter:
     def close(self, timeout: float = 10.0) -> None:
         """Stop the thread and write what is left, retrying for up to ``timeout`` seconds."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=timeout)
         deadline = time.monotonic() + timeout

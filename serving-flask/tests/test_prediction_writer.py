@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -220,6 +221,28 @@ def test_a_backlog_is_written_in_bounded_calls_and_a_failed_call_keeps_the_rest_
     assert collection.calls[2:] == [20, 10, 40]
     assert stored_rows(collection) == sorted(stored_rows(collection))  # batches stored in the order they came
     assert writer.written == 90 and writer.dropped == 0 and writer.buffered_rows == 0
+
+
+def test_a_full_call_waiting_is_written_at_once_not_at_the_end_of_the_interval(monkeypatch):
+    # Under load a fixed pause after each flush let the buffer reach its bound and drop rows while MongoDB had
+    # room to spare: a backlog of one call's worth wakes the writer (the interval here is 60 s).
+    monkeypatch.setattr(prediction_writer, "FLUSH_CHUNK_ROWS", 25)
+    collection = FakeCollection()
+    writer, counts = make_writer(collection, max_rows=1000)
+    writer.start()
+    try:
+        writer.add(batch(1))
+        writer.add(batch(2))
+        time.sleep(0.3)
+        assert collection.calls == []  # 20 rows: less than a call, they wait for the interval
+        writer.add(batch(3))  # 30 rows waiting
+        deadline = time.monotonic() + 10
+        while writer.written < 30 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.written == counts["written"] == 30 and writer.buffered_rows == 0
+        assert stored_rows(collection) == [1.0] * 10 + [2.0] * 10 + [3.0] * 10
+    finally:
+        writer.close(timeout=1)
 
 
 @pytest.mark.parametrize("recovers", [True, False])
