@@ -35,6 +35,28 @@ def loadavg() -> tuple[float, float, float]:
     return float(one), float(five), float(fifteen)
 
 
+def _host_cpu_ticks() -> list[int]:
+    # /proc/stat's first line: user nice system idle iowait irq softirq steal ... (ticks since boot, all cores).
+    return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+
+
+class HostCpu:
+    """Shares of the whole machine's CPU time between :meth:`start` and :meth:`stop`: idle (with iowait) and
+    steal (time the hypervisor gave this machine's virtual CPUs to someone else)."""
+
+    def start(self) -> HostCpu:
+        self._before = _host_cpu_ticks()
+        return self
+
+    def stop(self) -> dict[str, float | None]:
+        delta = [after - before for before, after in zip(self._before, _host_cpu_ticks(), strict=True)]
+        total = sum(delta)
+        if not total:
+            return {"host_idle_share": None, "host_steal_share": None}
+        return {"host_idle_share": round((delta[3] + delta[4]) / total, 3),
+                "host_steal_share": round(delta[7] / total, 3)}
+
+
 def wait_for_quiet(max_load: float, timeout: float, interval: float = 30.0) -> tuple[float, bool]:
     """Wait (bounded) until the 1-minute load average is below max_load; returns (load, whether it got there)."""
     deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,52 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
         "p999_ms": ms("p99.9"),
         "max_ms": round(summary["slowest"] * 1000, 3) if summary.get("slowest") is not None else None,
     }
+
+
+def _upstream_seconds(value: str) -> float | None:
+    """Nginx's $upstream_response_time: "-" without an upstream, "a, b" when it tried two (their sum)."""
+    parts = [part.strip() for part in str(value).replace(":", ",").split(",")]
+    numbers = [float(part) for part in parts if part and part != "-"]
+    return sum(numbers) if numbers else None
+
+
+def access_log_timings(lines: Iterable[str]) -> dict[str, Any]:
+    """Percentiles (ms) of what Nginx saw of the requests in these lines of its JSON access log: ``nginx``,
+    $request_time (from reading the request's first bytes to sending the last byte of the answer) and
+    ``upstream``, $upstream_response_time (the app: connect, wait for a worker, answer). Set beside oha's own
+    figures they say where a request's time went: in the app, in Nginx, or before Nginx read it (the load
+    generator and the kernel). Nginx logs these in whole milliseconds."""
+    import numpy as np
+
+    nginx, upstream = [], []
+    for line in lines:
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        nginx.append(float(entry["request_time"]) * 1000)
+        seconds = _upstream_seconds(entry.get("upstream_time", "-"))
+        if seconds is not None:
+            upstream.append(seconds * 1000)
+    figures: dict[str, Any] = {"nginx_requests": len(nginx)}
+    for name, values in (("nginx", nginx), ("upstream", upstream)):
+        for label, q in (("p50", 50), ("p99", 99), ("p999", 99.9)):
+            figures[f"{name}_{label}_ms"] = round(float(np.percentile(values, q)), 3) if values else None
+        figures[f"{name}_max_ms"] = round(max(values), 3) if values else None
+    return figures
+
+
+class AccessLogWindow:
+    """The lines an Nginx access log gains between :meth:`start` and :meth:`timings`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.offset = 0
+
+    def start(self) -> AccessLogWindow:
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+        return self
+
+    def timings(self) -> dict[str, Any]:
+        with self.path.open(encoding="utf-8") as log:
+            log.seek(self.offset)
+            return access_log_timings(log)

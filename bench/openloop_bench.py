@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bench.common import append_result, loadavg, median
-from bench.openloop import oha_binary, run_oha
+from bench.common import HostCpu, append_result, loadavg, median
+from bench.openloop import AccessLogWindow, oha_binary, run_oha
 from bench.serving_bench import check_answers, measure_once, payloads, wait_all_workers_on, wait_idle
 from bench.stack import BenchStack, Variant
 
@@ -66,15 +66,19 @@ def run(*, seconds: float, runs: int = 1, shares: tuple[float, ...] = (0.25, 0.5
                 for name, variant in variants.items():
                     rate = share * maxima[name]
                     load_before = loadavg()[0]
+                    window, host = AccessLogWindow(variant.nginx.access_log).start(), HostCpu().start()
                     figures = run_oha(variant.url + variant.one_row_path, payload.body(name), rate=rate,
                                       seconds=seconds, connections=connections, oha=oha)
+                    figures.update(host.stop())
+                    figures.update(window.timings())  # where the time went: app, Nginx, or before Nginx
                     wait_idle(stack, timeout=30)  # bounded: a point must not wait out a slow backlog
                     record = append_result({"bench": "openloop", "variant": name, "share": share,
                                             "rate": round(rate, 1), "max_rps": maxima[name], "run": run_index,
                                             **figures, "load_start": load_before, "load_end": loadavg()[0],
                                             **config})
                     records.append(record)
-                    log.info("%-18s %3.0f%% = %7.1f req/s: achieved %7.1f p50 %s p99 %s p99.9 %s ms errors %d",
-                             name, 100 * share, rate, figures["achieved_rps"], figures["p50_ms"],
-                             figures["p99_ms"], figures["p999_ms"], figures["errors"])
+                    log.info("%-18s %3.0f%% = %7.1f req/s: achieved %7.1f p50 %s p99 %s p99.9 %s ms errors %d; "
+                             "p99 seen by Nginx %s ms, of the app %s ms", name, 100 * share, rate,
+                             figures["achieved_rps"], figures["p50_ms"], figures["p99_ms"], figures["p999_ms"],
+                             figures["errors"], figures["nginx_p99_ms"], figures["upstream_p99_ms"])
     return records

@@ -302,7 +302,10 @@ def _targets_section(summary: dict, records: list[dict[str, Any]]) -> list[str]:
     if at75:
         rows.append(row("open loop (oha -q), 75% of our maximum rate: p99 ≤ 15 ms", f"{at75['p99_ms']:.2f} ms",
                         at75["p99_ms"] <= 15, f"{at75['rate']:,.0f} req/s offered, {at75['achieved_rps']:,.0f} "
-                        f"achieved, p99.9 {_fmt(at75['p999_ms'], 2)} ms, {at75['errors']} errors"))
+                        f"achieved, p99.9 {_fmt(at75['p999_ms'], 2)} ms, {at75['errors']} errors; p99 of each run "
+                        + ", ".join(f"{v:.1f}" for v in at75["p99_per_run"]) + " ms"
+                        + (f"; p99 in Nginx {at75['nginx_p99_ms']:.1f} ms, of the app "
+                           f"{_fmt(at75['upstream_p99_ms'], 1)} ms" if at75["nginx_p99_ms"] is not None else "")))
     errors = sum(s["errors"] for k, s in summary.items() if k[0].startswith("ours"))
     rows.append(row("0 errors (ours, every run)", errors, errors == 0 if summary else None))
     s = _one_row_storage_check(records)
@@ -719,6 +722,10 @@ def openloop_summary(runs: list[dict[str, Any]]) -> dict[tuple[str, float], dict
     return {key: {"rate": median(r["rate"] for r in items),
                   "achieved_rps": median(r["achieved_rps"] for r in items),
                   **{f: median(r[f] for r in items if r[f] is not None) for f in ("p50_ms", "p99_ms", "p999_ms")},
+                  # What Nginx saw (sessions before these were recorded have none): the request in Nginx, the app.
+                  **{f: (median(values) if (values := [r[f] for r in items if r.get(f) is not None]) else None)
+                     for f in ("nginx_p99_ms", "upstream_p99_ms")},
+                  "p99_per_run": [r["p99_ms"] for r in items],
                   "errors": sum(r["errors"] for r in items), "requests": sum(r["requests"] for r in items),
                   "runs": len(items)}
             for key, items in by_key.items()}
@@ -765,7 +772,7 @@ def _openloop_section(runs: list[dict[str, Any]], maxima: list[dict[str, Any]],
     first = runs[0]
     session = next((r for r in records if r.get("bench") == "session" and r.get("session") == first["session"]), None)
     rows = [[LABELS[v], f"{100 * share:.0f}%", s["rate"], s["achieved_rps"], s["p50_ms"], s["p99_ms"], s["p999_ms"],
-             s["errors"], s["requests"]]
+             _fmt(s["nginx_p99_ms"], 1), _fmt(s["upstream_p99_ms"], 1), s["errors"], s["requests"]]
             for v in ORDER for share in sorted({k[1] for k in summary}) if (s := summary.get((v, share)))]
     max_text = "; ".join(f"{LABELS[m['variant']]} {m['rps']:,.1f} req/s" for m in maxima)
     loads = [r["load_start"] for r in runs]
@@ -781,7 +788,12 @@ def _openloop_section(runs: list[dict[str, Any]], maxima: list[dict[str, Any]],
              "due, so queueing behind a slow answer shows (wrk's closed loop hides it). Same Gunicorn worker "
              f"count as benchmark 1 ({first['workers']} for ours and the original, 1 uvicorn worker for mlflow "
              f"serve). Load average at the start of the points: {min(loads):.1f} to {max(loads):.1f}.", "",
+             "The p99 columns \"in Nginx\" and \"app\" come from the variant's Nginx access log over the same "
+             "point: `$request_time` (from the request's first byte read to the answer's last byte sent) and "
+             "`$upstream_response_time` (connect to the app, wait for a free worker, answer), in whole "
+             "milliseconds. oha's p99 minus Nginx's is time before Nginx read the request or after it sent the "
+             "answer: the load generator and the kernel, on the same two cores.", "",
              _table(["variant", "share of max", "offered req/s", "achieved req/s", "p50 ms", "p99 ms", "p99.9 ms",
-                     "errors", "requests"], rows),
+                     "p99 in Nginx ms", "p99 app ms", "errors", "requests"], rows),
              "", "![latency vs offered rate](results/openloop.png)", ""]
     return lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import original_apps
-from bench.openloop import parse
+from bench.openloop import AccessLogWindow, parse
 
 
 def test_parse_reads_percentiles_and_counts_errors():
@@ -20,6 +20,23 @@ def test_parse_reads_percentiles_and_counts_errors():
     assert figures["ok"] == 490
     assert figures["errors"] == 5
     assert (figures["p50_ms"], figures["p99_ms"], figures["p999_ms"], figures["max_ms"]) == (2.0, 10.0, 50.0, 250.0)
+
+
+def test_access_log_window_reads_only_the_new_lines_and_splits_nginx_from_the_app(tmp_path):
+    log = tmp_path / "access.log"
+    old = '{"request_time": 9.000, "upstream_time": "9.000"}\n'
+    log.write_text(old)
+    window = AccessLogWindow(log).start()
+    lines = [f'{{"request_time": {ms / 1000:.3f}, "upstream_time": "{ms / 1000:.3f}"}}' for ms in range(1, 100)]
+    lines.append('{"request_time": 0.500, "upstream_time": "0.100, 0.300"}')  # Nginx tried two upstreams
+    lines.append('{"request_time": 0.002, "upstream_time": "-"}')  # answered by Nginx itself
+    with log.open("a") as out:
+        out.write("\n".join(lines) + "\n")
+    figures = window.timings()
+    assert figures["nginx_requests"] == 101  # the line before start() is not counted
+    assert figures["nginx_max_ms"] == 500.0 and figures["upstream_max_ms"] == 400.0
+    assert figures["nginx_p50_ms"] == 50.0 and figures["upstream_p50_ms"] == 50.5
+    assert figures["upstream_p99_ms"] < figures["upstream_max_ms"]
 
 
 class _CountingModel:
