@@ -11,7 +11,8 @@ from bench.common import REPO_ROOT, append_result, loadavg, machine, wait_for_qu
 
 log = logging.getLogger("bench")
 
-ALL = ("serving", "openloop", "storage", "memory", "reload", "shutdown", "ingest", "training", "profile", "tracing")
+ALL = ("serving", "openloop", "tail", "storage", "memory", "reload", "shutdown", "ingest", "training", "profile",
+       "tracing")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -109,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(openloop_bench.run(seconds=args.seconds, runs=args.runs, shares=tuple(args.rates),
                                                 threads=threads, tag=args.tag), indent=1))
+        elif what == "tail":
+            from bench import openloop_bench
+            print(json.dumps(openloop_bench.run_tail(seconds=args.seconds, runs=args.runs, tag=args.tag), indent=1))
         elif what == "soak":
             from bench import soak
 

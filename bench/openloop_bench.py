@@ -82,3 +82,64 @@ def run(*, seconds: float, runs: int = 1, shares: tuple[float, ...] = (0.25, 0.5
                              figures["achieved_rps"], figures["p50_ms"], figures["p99_ms"], figures["p999_ms"],
                              figures["errors"], figures["nginx_p99_ms"], figures["upstream_p99_ms"])
     return records
+
+
+# The tail comparison (`bench/run.sh tail`): ours as it ships and one change each, at one open-loop rate, to find
+# what the p99 at 75% of the maximum depends on. Name: (what changes, GUNICORN_WORKERS, GUNICORN_THREADS, env).
+TAIL_VARIANTS: dict[str, tuple[str, int, int | None, dict[str, str]]] = {
+    "ours": ("as shipped (2 sync workers, storage on, registry polled every 2 s)", 2, None, {}),
+    "ours_nostore": ("prediction storage off", 2, None, {"STORE_PREDICTIONS": "false"}),
+    "ours_nopoll": ("no registry polling (MODEL_POLL_SECONDS=3600)", 2, None, {"MODEL_POLL_SECONDS": "3600"}),
+    "ours_4workers": ("4 sync workers", 4, None, {}),
+    "ours_gthread": ("2 workers of 4 threads (Nginx keeps its upstream connections)", 2, 4, {}),
+}
+
+
+def run_tail(*, seconds: float, runs: int = 3, share: float = 0.75, connections: int = 32,
+             tag: str = "") -> list[dict[str, Any]]:
+    """Ours' maximum (oha closed loop), then every variant of TAIL_VARIANTS at `share` of it, the variants taking
+    turns within each run (a noisy minute hits all of them alike). Only the variant measured is running: an idle
+    one still polls the registry from every worker, which loads the MLflow server on the same two cores (five
+    variants at once did, in a first attempt). Every figure appended to the results file."""
+    oha = oha_binary()
+    payload = payloads()["one_row"]
+    records: list[dict[str, Any]] = []
+    config = {"run_seconds": seconds, "runs": runs, "connections": connections, "share": share, "tag": tag}
+
+    def start(stack: BenchStack, name: str, version: str) -> Variant:
+        _, workers, threads, env = TAIL_VARIANTS[name]
+        variant = stack.start_ours(workers=workers, threads=threads, name=name,
+                                   extra_env={"MONGO_DB": f"DUMMY_TAIL_{name.upper()}", **env})
+        wait_all_workers_on(variant, version)
+        check_answers(variant, payload)
+        measure_once(stack, variant, payload, connections=MAX_CLIENTS, seconds=2)  # warm-up
+        wait_idle(stack, timeout=30)
+        return variant
+
+    with BenchStack() as stack:
+        stack.start_infra()
+        version = stack.register_model(seed=1)
+        ours = start(stack, "ours", version)
+        maximum = median(run_oha(ours.url + ours.one_row_path, payload.body("ours"), rate=None, seconds=seconds,
+                                 connections=MAX_CLIENTS, oha=oha)["achieved_rps"] for _ in range(runs))
+        stack.stop_variant("ours")
+        rate = share * maximum
+        log.info("tail: ours maximum %.1f req/s; every variant at %.1f req/s", maximum, rate)
+        for run_index in range(runs):
+            for name in TAIL_VARIANTS:
+                variant = start(stack, name, version)
+                load_before = loadavg()[0]
+                window, host = AccessLogWindow(variant.nginx.access_log).start(), HostCpu().start()
+                figures = run_oha(variant.url + variant.one_row_path, payload.body("ours"), rate=rate,
+                                  seconds=seconds, connections=connections, oha=oha)
+                figures.update(host.stop())
+                figures.update(window.timings())
+                stack.stop_variant(name)
+                records.append(append_result({
+                    "bench": "openloop-tail", "variant": name, "change": TAIL_VARIANTS[name][0],
+                    "rate": round(rate, 1), "max_rps": maximum, "run": run_index, **figures,
+                    "load_start": load_before, "load_end": loadavg()[0], **config}))
+                log.info("tail %-14s run %d: p50 %s p99 %s ms (in Nginx %s, app %s) errors %d, host idle %s",
+                         name, run_index, figures["p50_ms"], figures["p99_ms"], figures["nginx_p99_ms"],
+                         figures["upstream_p99_ms"], figures["errors"], figures["host_idle_share"])
+    return records

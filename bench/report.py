@@ -189,6 +189,7 @@ def render(path: Path = README) -> Path:
     out = [HEADER, "## Machine and sessions", "", *_machine(records), ""]
     out += _serving_section(summary, serving_runs, records)
     out += _openloop_section(openloop, _latest(records, "openloop-max"), records)
+    out += _tail_section(_latest(records, "openloop-tail"), records)
     out += _targets_section(summary, records)
     out += _storage_section(_latest(records, "storage-layout"), _latest(records, "storage-backend"))
     out += _reload_section(_latest(records, "reload"))
@@ -247,8 +248,10 @@ def _serving_section(summary: dict, runs: list[dict[str, Any]], records: list[di
         s = storage[-1]
         lines += [f"Over all the serving runs above together (session {s['session']}, batches included): "
                   f"{s['answered_rows_counted']:,} rows answered, {s['stored']:,} stored, "
-                  f"{int(s['dropped_counted']):,} dropped: the batch runs produce rows faster than FerretDB "
-                  "inserts them (the stored column).", ""]
+                  f"{int(s['dropped_counted']):,} dropped"
+                  + (": rows came faster than the writer stored them, and its bounded buffer dropped the oldest "
+                     "(the stored column says where)." if s["dropped_counted"] else
+                     "; stored may exceed answered by the requests wrk did not count at the end of a run."), ""]
     return lines
 
 
@@ -655,10 +658,13 @@ FOOTER = """## Findings
   but still most of that (it converts every number), and a packed bucket (two binaries) a small fraction,
   so serving packs every anonymous prediction: what one flush of a worker's writer holds of a model becomes
   one bucket, one-row requests included (before session 20261206T120307 one-row requests were one document
-  each and 1,000-row batches one document of arrays, then one packed bucket per request). Packing is why
-  1,000-row batches at full speed are now stored in full (the "stored" column), where one document per row
-  made the bounded buffer (`PREDICTION_BUFFER_MAX` per worker) drop most of them (counted in
-  `serving_predictions_dropped_total`, never silently). The price is that an anonymous prediction cannot be
+  each and 1,000-row batches one document of arrays, then one packed bucket per request). Packing, and a
+  writer that writes back to back once a full call (10,000 rows) is waiting, are why 1,000-row batches at full
+  speed are now stored in full (the "stored" column). One document per row made the bounded buffer
+  (`PREDICTION_BUFFER_MAX` per worker) drop most of them; with packing but a fixed 0.5 s pause after every
+  flush (until session 20261206T142337) a worker took in about 95,000 rows per flush-and-pause cycle, close to
+  its 100,000-row bound, and 4.8% were dropped (session 20261206T120833). Drops are always counted in
+  `serving_predictions_dropped_total`, never silent. The price is that an anonymous prediction cannot be
   queried by input value in MongoDB (nothing in the stack does; the drift monitor unpacks the newest buckets).
   The ETL's rows keep one document per row: they are read by id.
 - **FerretDB on PostgreSQL is not the faster native default here** ("Storing and reading rows": the ratios
@@ -761,6 +767,37 @@ def plot_openloop(runs: list[dict[str, Any]], path: Path = OPENLOOP_PLOT) -> Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _tail_section(runs: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[str]:
+    title = "## Open-loop tail: what the p99 at 75% depends on"
+    if not runs:
+        return [title, "", "(not run yet: `bench/run.sh tail`)", ""]
+    first = runs[0]
+    session = next((r for r in records if r.get("bench") == "session" and r.get("session") == first["session"]), None)
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    rows = []
+    for name in variants:
+        mine = [r for r in runs if r["variant"] == name]
+        p99 = [r["p99_ms"] for r in mine]
+        rows.append([f"`{name}`", mine[0]["change"], median(r["p50_ms"] for r in mine), median(p99),
+                     ", ".join(f"{v:.0f}" for v in p99),
+                     _fmt(median(v for r in mine if (v := r.get("nginx_p99_ms")) is not None), 1),
+                     _fmt(median(v for r in mine if (v := r.get("upstream_p99_ms")) is not None), 1),
+                     f"{median(r['host_idle_share'] for r in mine):.0%}", sum(r["errors"] for r in mine)])
+    return [title, "",
+            f"Session {first['session']} ({first['time'][:16].replace('T', ' ')} UTC)"
+            + (f", `python -m bench {' '.join(session['argv'])}`" if session else "")
+            + f": ours' maximum measured with oha (closed loop, {MAX_CLIENTS_NOTE}), then each variant of ours, "
+            f"one change each, at {first['share']:.0%} of it ({first['rate']:,.1f} req/s offered) for "
+            f"{first['run_seconds']:g} s, the variants taking turns within each of {first['runs']} runs, up to "
+            f"{first['connections']} connections, latency corrected. \"in Nginx\" and \"app\" as above; host idle "
+            "is the share of both cores left idle during the point.", "",
+            _table(["variant", "change", "p50 ms", "p99 ms (median)", "p99 of each run", "p99 in Nginx ms",
+                    "p99 app ms", "host idle", "errors"], rows), ""]
+
+
+MAX_CLIENTS_NOTE = "8 keep-alive connections"
 
 
 def _openloop_section(runs: list[dict[str, Any]], maxima: list[dict[str, Any]],
