@@ -178,3 +178,52 @@ def test_a_failed_load_names_no_exception_text(registry, tmp_path):
     store = _store(Broken(), tmp_path)
     assert store.refresh() is False
     assert store.last_error == "could not load version 4: OSError"
+
+
+class CountingRegistry:
+    """One worker's view of the shared stand-in registry, counting its alias checks."""
+
+    def __init__(self, registry) -> None:
+        self.inner = registry
+        self.checks = 0
+
+    def version_for_alias(self, name, alias):
+        self.checks += 1
+        return self.inner.version_for_alias(name, alias)
+
+    def load(self, name, version):
+        return self.inner.load(name, version)
+
+
+def test_one_worker_polls_the_registry_and_its_siblings_follow_through_the_marker(registry, fit, tmp_path):
+    # Two workers of one instance (same marker): only the poll-lock holder asks the registry every interval;
+    # when it loads a new version it touches the marker and the other follows at once. Stopping the holder
+    # hands the lock over.
+    registry.add("1", fit(1))
+    views = [CountingRegistry(registry), CountingRegistry(registry)]
+    stores = [_store(view, tmp_path, poll=0.1) for view in views]
+    for store in stores:
+        store.start_watching()
+    try:
+        wait_until(lambda: all(s.model is not None and s.model.version == "1" for s in stores), 10, "both on v1")
+        before = [view.checks for view in views]
+        wait_until(lambda: max(v.checks - b for v, b in zip(views, before, strict=True)) >= 10, 10,
+                   "the poller to check ten times")
+        gained = [view.checks - b for view, b in zip(views, before, strict=True)]
+        # The follower checks on its own only every 15 intervals (1.5 s): at most once while the poller checked
+        # ten times.
+        assert sorted(gained)[0] <= 1, gained
+        leader = gained.index(max(gained))
+        follower = 1 - leader
+
+        registry.add("2", fit(2))
+        wait_until(lambda: all(s.model.version == "2" for s in stores), 10, "both to follow the alias to v2")
+
+        stores[leader].stop()
+        views[follower].checks = 0
+        wait_until(lambda: views[follower].checks >= 10, 10, "the other worker to take over the polling")
+        registry.add("3", fit(3))
+        wait_until(lambda: stores[follower].model.version == "3", 10, "the new poller to follow the alias to v3")
+    finally:
+        for store in stores:
+            store.stop()
