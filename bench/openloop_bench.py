@@ -12,6 +12,7 @@ bounded in time.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from bench.common import HostCpu, append_result, loadavg, median
@@ -87,12 +88,41 @@ def run(*, seconds: float, runs: int = 1, shares: tuple[float, ...] = (0.25, 0.5
 # The tail comparison (`bench/run.sh tail`): ours as it ships and one change each, at one open-loop rate, to find
 # what the p99 at 75% of the maximum depends on. Name: (what changes, GUNICORN_WORKERS, GUNICORN_THREADS, env).
 TAIL_VARIANTS: dict[str, tuple[str, int, int | None, dict[str, str]]] = {
-    "ours": ("as shipped (2 sync workers, storage on, registry polled every 2 s)", 2, None, {}),
+    "ours": ("as shipped (2 sync workers, storage on, one of them polling the registry every 2 s)", 2, None, {}),
     "ours_nostore": ("prediction storage off", 2, None, {"STORE_PREDICTIONS": "false"}),
     "ours_nopoll": ("no registry polling (MODEL_POLL_SECONDS=3600)", 2, None, {"MODEL_POLL_SECONDS": "3600"}),
     "ours_4workers": ("4 sync workers", 4, None, {}),
     "ours_gthread": ("2 workers of 4 threads (Nginx keeps its upstream connections)", 2, 4, {}),
 }
+
+
+def registry_check_cost(stack: BenchStack, checks: int = 20) -> dict[str, Any]:
+    """What one watcher check costs (serving's RegistryClient asking which version holds the alias, with the
+    serving user's credentials, as a worker does): CPU ms of the MLflow server's process tree and of this client
+    per check, and wall ms, over `checks` checks in a row after one to warm up."""
+    import time
+
+    from bench.common import CpuMeter
+    from devstack.stack import MODEL_ALIAS, MODEL_NAME
+    from serving.model_store import RegistryClient
+
+    assert stack.mlflow is not None and stack.mlflow.pid
+    saved = dict(os.environ)
+    os.environ.update(stack.mlflow.client_env("serving"))
+    try:
+        client = RegistryClient(stack.mlflow.uri)
+        client.version_for_alias(MODEL_NAME, MODEL_ALIAS)
+        meter = CpuMeter({"mlflow": [stack.mlflow.pid]}).start()
+        began, cpu = time.monotonic(), time.process_time()
+        for _ in range(checks):
+            client.version_for_alias(MODEL_NAME, MODEL_ALIAS)
+        wall, client_cpu = time.monotonic() - began, time.process_time() - cpu
+        server_cpu = meter.stop()["mlflow"]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return {"checks": checks, "mlflow_cpu_ms": round(1000 * server_cpu / checks, 2),
+            "client_cpu_ms": round(1000 * client_cpu / checks, 2), "wall_ms": round(1000 * wall / checks, 2)}
 
 
 def run_tail(*, seconds: float, runs: int = 3, share: float = 0.75, connections: int = 32,
@@ -119,6 +149,7 @@ def run_tail(*, seconds: float, runs: int = 3, share: float = 0.75, connections:
     with BenchStack() as stack:
         stack.start_infra()
         version = stack.register_model(seed=1)
+        records.append(append_result({"bench": "registry-check", **registry_check_cost(stack), "tag": tag}))
         ours = start(stack, "ours", version)
         maximum = median(run_oha(ours.url + ours.one_row_path, payload.body("ours"), rate=None, seconds=seconds,
                                  connections=MAX_CLIENTS, oha=oha)["achieved_rps"] for _ in range(runs))

@@ -403,7 +403,9 @@ def _reload_section(reload: list[dict[str, Any]]) -> list[str]:
             for r in reload]
     return ["## 2. Model hot reload under load", "",
             "8 wrk clients on one-row /predict through Nginx for 16 s; the champion alias moves 4 s in. `alias`: "
-            "only the alias is set (workers poll every MODEL_POLL_SECONDS = 2 s); `alias+reload`: the reload "
+            "only the alias is set (MODEL_POLL_SECONDS = 2 s; from session 20261206T152203 on one worker polls "
+            "and its siblings follow through the reload marker, before it every worker polled); `alias+reload`: the "
+            "reload "
             "endpoint is called too, as the training service does. Times from the end of the alias call; "
             "\"all workers\" from the per-worker `serving_model_version` series on /metrics (polled every 50 ms), "
             "\"last old answer\" from two sampler clients reading `model.version` in every answer.", "",
@@ -794,7 +796,13 @@ def _tail_section(runs: list[dict[str, Any]], records: list[dict[str, Any]]) -> 
             f"{first['connections']} connections, latency corrected. \"in Nginx\" and \"app\" as above; host idle "
             "is the share of both cores left idle during the point.", "",
             _table(["variant", "change", "p50 ms", "p99 ms (median)", "p99 of each run", "p99 in Nginx ms",
-                    "p99 app ms", "host idle", "errors"], rows), ""]
+                    "p99 app ms", "host idle", "errors"], rows), "",
+            *([f"One registry check as a worker makes it (serving's `RegistryClient`, the serving user, "
+               f"{check['checks']} in a row, same session): {check['mlflow_cpu_ms']:.1f} ms of the MLflow "
+               f"server's CPU (behind its basic auth), {check['client_cpu_ms']:.1f} ms of the worker's, "
+               f"{check['wall_ms']:.1f} ms wall.", ""]
+              if (check := next((r for r in records if r.get("bench") == "registry-check"
+                                 and r.get("session") == first["session"]), None)) else [])]
 
 
 MAX_CLIENTS_NOTE = "8 keep-alive connections"
