@@ -625,6 +625,7 @@ be quiet, runs every benchmark, renders this file and the plot):
 bench/run.sh                         # = make bench; defaults: 20 s runs, 3 runs, 100k/1M training rows
 bench/run.sh serving --seconds 5 --runs 1   # one part, shorter (figures are appended, the latest shown)
 bench/run.sh openloop --seconds 5 --runs 1  # open-loop latency; builds oha (crates.io, pinned) on first use
+bench/run.sh tail --seconds 5 --runs 2      # what the open-loop p99 at 75% depends on (one change per variant)
 ```
 
 Everything runs on this machine: real FerretDB, S3 (versitygw), MLflow tracking server, Gunicorn, Nginx and
@@ -669,6 +670,20 @@ FOOTER = """## Findings
   `serving_predictions_dropped_total`, never silent. The price is that an anonymous prediction cannot be
   queried by input value in MongoDB (nothing in the stack does; the drift monitor unpacks the newest buckets).
   The ETL's rows keep one document per row: they are read by id.
+- **Open-loop tail on two cores.** At 75% of the closed-loop maximum the two cores are most of the way busy
+  with the load generator, Nginx, the workers and FerretDB, so any burst of other work delays the requests
+  queued behind it, and a p99 catches bursts that touch 1% of the requests. The Nginx columns place the time:
+  below saturation, the p99 Nginx records for the app (`$upstream_response_time`: connect, wait for a free
+  sync worker, answer) is most of oha's, and Nginx adds nothing of its own; where oha's p99 is far above
+  Nginx's, ours could not keep up with the offered rate that minute and requests waited in oha's connections.
+  The largest burst found was the registry poll ("Open-loop tail": one check costs the MLflow server and the
+  worker the CPU given there). With every worker polling every 2 s, turning polling off took the p99 at 75%
+  from 106.8 ms (36 to 194 per run) to 17.6 ms (14 to 21; session 20261206T150810), so from session
+  20261206T152203 on one worker per instance polls and its siblings follow through the reload marker. More
+  workers or threaded workers did not help. What is left is the machine: the share of both cores left idle
+  at the same offered rate, and the per-run p99 of one configuration, moved more between points than any
+  difference left between the variants; the maximum itself moved by a third within a session, so "75% of it"
+  was sometimes more than the machine could serve a few minutes later.
 - **FerretDB on PostgreSQL is not the faster native default here** ("Storing and reading rows": the ratios
   are medians of per-run ratios in one session, one client, two cores). In every session so far FerretDB on
   PostgreSQL stored predictions and ETL rows at fewer rows/s than on SQLite while the database spent more CPU
