@@ -191,29 +191,37 @@ class PollLease:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self._released = False
+        self._lock = threading.Lock()  # the watcher and stop() may both release: one close per descriptor
 
     def held(self) -> bool:
-        if self._fd is not None:
+        with self._lock:
+            if self._fd is not None:
+                return True
+            if self._released:
+                return False  # stopping: never taken again
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                logger.warning("registry poll lock %s unusable (%s): this worker polls on its own", self.path, exc)
+                return True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            self._fd = fd
             return True
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            logger.warning("registry poll lock %s unusable (%s): this worker polls on its own", self.path, exc)
-            return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
 
     def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)  # closing the last descriptor of the open file releases the lock
-            self._fd = None
+        """Give the lock up for good (a sibling takes it at its next check)."""
+        with self._lock:
+            self._released = True
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)  # closing the last descriptor of the open file releases the lock
+                self._fd = None
 
 
 class ModelStore:

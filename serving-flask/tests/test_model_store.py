@@ -201,7 +201,7 @@ def test_one_worker_polls_the_registry_and_its_siblings_follow_through_the_marke
     # hands the lock over.
     registry.add("1", fit(1))
     views = [CountingRegistry(registry), CountingRegistry(registry)]
-    stores = [_store(view, tmp_path, poll=0.1) for view in views]
+    stores = [_store(view, tmp_path, poll=0.25) for view in views]  # 0.25 s: the watcher's own loop pace
     for store in stores:
         store.start_watching()
     try:
@@ -210,9 +210,10 @@ def test_one_worker_polls_the_registry_and_its_siblings_follow_through_the_marke
         wait_until(lambda: max(v.checks - b for v, b in zip(views, before, strict=True)) >= 10, 10,
                    "the poller to check ten times")
         gained = [view.checks - b for view, b in zip(views, before, strict=True)]
-        # The follower checks on its own only every 15 intervals (1.5 s): at most once while the poller checked
-        # ten times.
-        assert sorted(gained)[0] <= 1, gained
+        # The follower checks on its own only every 15 intervals (3.75 s), the poller every 0.25 s: while the
+        # poller checked ten times (about 2.5 s) the follower checked at most once, twice if the machine is slow
+        # (with every worker polling, both gain about ten).
+        assert sorted(gained)[0] <= 2, gained
         leader = gained.index(max(gained))
         follower = 1 - leader
 
