@@ -36,6 +36,18 @@ def _start(stack: BenchStack, name: str, version: str, *, workers: int, threads:
     return stack.start_mlflow_serve(version, workers=1)
 
 
+def _point(variant: Variant, body: bytes, *, rate: float, seconds: float, connections: int,
+           oha: str) -> dict[str, Any]:
+    """One open-loop point: oha's figures, the host's idle and steal shares, and what the variant's Nginx saw of
+    the same requests (where the time went: app, Nginx, or before Nginx read them)."""
+    window, host = AccessLogWindow(variant.nginx.access_log).start(), HostCpu().start()
+    figures = run_oha(variant.url + variant.one_row_path, body, rate=rate, seconds=seconds,
+                      connections=connections, oha=oha)
+    figures.update(host.stop())
+    figures.update(window.timings())
+    return figures
+
+
 def run(*, seconds: float, runs: int = 1, shares: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9), workers: int = 2,
         threads: int | None = None, connections: int = 32, include: tuple[str, ...] = VARIANTS,
         tag: str = "") -> list[dict[str, Any]]:
@@ -67,11 +79,8 @@ def run(*, seconds: float, runs: int = 1, shares: tuple[float, ...] = (0.25, 0.5
                 for name, variant in variants.items():
                     rate = share * maxima[name]
                     load_before = loadavg()[0]
-                    window, host = AccessLogWindow(variant.nginx.access_log).start(), HostCpu().start()
-                    figures = run_oha(variant.url + variant.one_row_path, payload.body(name), rate=rate,
-                                      seconds=seconds, connections=connections, oha=oha)
-                    figures.update(host.stop())
-                    figures.update(window.timings())  # where the time went: app, Nginx, or before Nginx
+                    figures = _point(variant, payload.body(name), rate=rate, seconds=seconds,
+                                     connections=connections, oha=oha)
                     wait_idle(stack, timeout=30)  # bounded: a point must not wait out a slow backlog
                     record = append_result({"bench": "openloop", "variant": name, "share": share,
                                             "rate": round(rate, 1), "max_rps": maxima[name], "run": run_index,
@@ -134,7 +143,8 @@ def run_tail(*, seconds: float, runs: int = 3, share: float = 0.75, connections:
     oha = oha_binary()
     payload = payloads()["one_row"]
     records: list[dict[str, Any]] = []
-    config = {"run_seconds": seconds, "runs": runs, "connections": connections, "share": share, "tag": tag}
+    config = {"run_seconds": seconds, "runs": runs, "connections": connections, "share": share,
+              "max_clients": MAX_CLIENTS, "tag": tag}
 
     def start(stack: BenchStack, name: str, version: str) -> Variant:
         _, workers, threads, env = TAIL_VARIANTS[name]
@@ -160,11 +170,8 @@ def run_tail(*, seconds: float, runs: int = 3, share: float = 0.75, connections:
             for name in TAIL_VARIANTS:
                 variant = start(stack, name, version)
                 load_before = loadavg()[0]
-                window, host = AccessLogWindow(variant.nginx.access_log).start(), HostCpu().start()
-                figures = run_oha(variant.url + variant.one_row_path, payload.body("ours"), rate=rate,
-                                  seconds=seconds, connections=connections, oha=oha)
-                figures.update(host.stop())
-                figures.update(window.timings())
+                figures = _point(variant, payload.body("ours"), rate=rate, seconds=seconds, connections=connections,
+                                 oha=oha)
                 stack.stop_variant(name)
                 records.append(append_result({
                     "bench": "openloop-tail", "variant": name, "change": TAIL_VARIANTS[name][0],

@@ -805,7 +805,9 @@ def _tail_section(runs: list[dict[str, Any]], records: list[dict[str, Any]]) -> 
     return [title, "",
             f"Session {first['session']} ({first['time'][:16].replace('T', ' ')} UTC)"
             + (f", `python -m bench {' '.join(session['argv'])}`" if session else "")
-            + f": ours' maximum measured with oha (closed loop, {MAX_CLIENTS_NOTE}), then each variant of ours, "
+            # Sessions before max_clients was recorded used 8, as the open-loop part does.
+            + f": ours' maximum measured with oha (closed loop, {first.get('max_clients', 8)} keep-alive "
+            "connections), then each variant of ours, "
             f"one change each, at {first['share']:.0%} of it ({first['rate']:,.1f} req/s offered) for "
             f"{first['run_seconds']:g} s, the variants taking turns within each of {first['runs']} runs, up to "
             f"{first['connections']} connections, latency corrected. \"in Nginx\" and \"app\" as above; host idle "
@@ -819,8 +821,6 @@ def _tail_section(runs: list[dict[str, Any]], records: list[dict[str, Any]]) -> 
               if (check := next((r for r in records if r.get("bench") == "registry-check"
                                  and r.get("session") == first["session"]), None)) else [])]
 
-
-MAX_CLIENTS_NOTE = "8 keep-alive connections"
 
 
 def _openloop_section(runs: list[dict[str, Any]], maxima: list[dict[str, Any]],

@@ -109,7 +109,7 @@ class PredictionWriter:
         with self._lock:
             self._queue.append(_Queued(batch))
             self._buffered_rows += len(batch)
-            if self._buffered_rows >= FLUSH_CHUNK_ROWS:
+            if self._buffered_rows >= FLUSH_CHUNK_ROWS and not self._wake.is_set():
                 self._wake.set()  # a full call is waiting: write now, not at the end of the interval
             overflow = self._buffered_rows - self._max_rows
             # Bounded memory while MongoDB is down: the oldest predictions go first, counted and logged.
