@@ -228,3 +228,29 @@ def test_one_worker_polls_the_registry_and_its_siblings_follow_through_the_marke
     finally:
         for store in stores:
             store.stop()
+
+
+def test_the_poll_lock_passes_to_a_sibling_when_its_holder_process_exits(tmp_path):
+    # A worker that dies without stop() (SIGKILL, a crash) holds the lock only as long as its process lives.
+    import subprocess
+    import sys
+
+    from serving.model_store import PollLease
+
+    path = tmp_path / "marker.poll-lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        sibling = PollLease(path)
+        assert not sibling.held()
+        holder.stdin.close()  # the holder exits without releasing anything itself
+        assert holder.wait(timeout=10) == 0
+        assert sibling.held()
+        sibling.release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
